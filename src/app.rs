@@ -1,0 +1,198 @@
+//! `AppState` (shared by every request) and `Application` (build → bound port → run).
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::db::embedded::{Durability, EmbeddedPostgres};
+use crate::db::migrate::{MigrationSet, migrate_control};
+use crate::db::notify::{self, BusEvent};
+use crate::db::{build_pool, check_reachable};
+use crate::graphql::{AppSchema, build_schema};
+use crate::members::MemberCache;
+use crate::tenancy::resolve::TenantCache;
+
+/// Shared, cheaply cloned application state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: Pool,
+    pub base_domain: String,
+    pub tokens: TokenKeys,
+    pub tenants: TenantCache,
+    pub members: MemberCache,
+    pub tenant_migrations: MigrationSet,
+    pub schema: AppSchema,
+    pub started_at: Instant,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        pool: Pool,
+        config: &Config,
+        tenant_migrations: MigrationSet,
+    ) -> anyhow::Result<Self> {
+        Ok(Self(Arc::new(Inner {
+            pool,
+            base_domain: config.base_domain.to_ascii_lowercase(),
+            tokens: TokenKeys::new(&config.jwt_secret()?),
+            tenants: TenantCache::new(Duration::from_secs(60)),
+            members: MemberCache::new(Duration::from_secs(30)),
+            tenant_migrations,
+            schema: build_schema(),
+            started_at: Instant::now(),
+        })))
+    }
+
+    /// Reacts to the notification bus: a changed tenant, or a reconnect that may have missed some.
+    fn on_bus_event(&self, event: BusEvent) {
+        match event {
+            BusEvent::TenantChanged(_) | BusEvent::Connected => self.tenants.clear(),
+        }
+    }
+}
+
+/// The database a process uses: `DATABASE_URL`, or the embedded cluster (which it then owns).
+pub struct Database {
+    pub url: String,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(config: &Config, durability: Durability) -> anyhow::Result<Self> {
+        if let Some(url) = &config.database_url {
+            return Ok(Self {
+                url: url.clone(),
+                embedded: None,
+            });
+        }
+        let data_dir = config.data_dir.clone();
+        let pg =
+            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, durability))
+                .await??;
+        ensure_database(&pg.connection_string("postgres"), "tenantry").await?;
+        Ok(Self {
+            url: pg.connection_string("tenantry"),
+            embedded: Some(pg),
+        })
+    }
+
+    /// Stops the embedded cluster if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Some(mut pg) = self.embedded {
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+/// Creates database `name` unless it exists (the name is a constant, never user input).
+async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+        .await?;
+    if exists.is_none() {
+        client
+            .batch_execute(&format!("create database \"{name}\""))
+            .await?;
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// A built server: database ready, control schema migrated, port bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    database: Database,
+    bus: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database = Database::open(&config, Durability::Durable).await?;
+        let pool = build_pool(&database.url, config.db_pool_size)?;
+        check_reachable(&pool).await?;
+        migrate_control(&pool).await?;
+        let state = AppState::new(pool, &config, MigrationSet::tenant())?;
+        let pg_config: tokio_postgres::Config = database.url.parse()?;
+        let bus = notify::spawn_listener(pg_config, {
+            let state = state.clone();
+            move |event| state.on_bus_event(event)
+        });
+        let listener = TcpListener::bind(config.bind).await.with_context(|| {
+            format!(
+                "cannot listen on {} (set BIND to another address)",
+                config.bind
+            )
+        })?;
+        Ok(Self {
+            listener,
+            state,
+            database,
+            bus,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, drains in-flight requests, then releases the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(address = %self.listener.local_addr()?, "serving");
+        let router = crate::http::router(self.state.clone());
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.bus.abort();
+        self.state.pool.close();
+        self.database.close().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested; draining requests");
+}

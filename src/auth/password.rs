@@ -1,0 +1,93 @@
+//! Passwords: the input rule, and argon2id hashing off the async runtime.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+use crate::error::AppError;
+
+/// A password that satisfies the length rule. Its `Debug` never shows the secret.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        let chars = raw.chars().count();
+        if chars < 8 {
+            return Err(AppError::validation(
+                "password",
+                "must be at least 8 characters long",
+            ));
+        }
+        if chars > 1024 {
+            return Err(AppError::validation(
+                "password",
+                "must be at most 1024 characters long",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Hashes with argon2id (default parameters) into a PHC string.
+pub async fn hash(password: Password) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.0.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|err| AppError::internal(anyhow::anyhow!("hashing a password: {err}")))
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// Checks `candidate` against a stored PHC hash. With no stored hash (unknown user) it checks a
+/// dummy hash, so both failures cost the same time.
+pub async fn verify(candidate: String, stored: Option<String>) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|err| AppError::internal(anyhow::anyhow!("stored hash unreadable: {err}")))?;
+        let matches = Argon2::default()
+            .verify_password(candidate.as_bytes(), &parsed)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// The argon2id hash (default parameters) of a random string nobody knows.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$SqzgLSjJ0FAbbTzHqYbr9wZR8MSoNYR4x1tQ+fsIpQk";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_only_its_own_password() {
+        let hash = hash(Password::parse("correct horse").unwrap())
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify("wrong horse!".into(), Some(hash)).await.unwrap());
+        assert!(!verify("anything at all".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn short_passwords_are_refused_with_the_rule() {
+        let err = Password::parse("short").unwrap_err();
+        assert!(err.message().contains("at least 8"), "{}", err.message());
+    }
+}

@@ -1,0 +1,76 @@
+//! SQL for `control.users`.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::email::EmailAddress;
+use crate::error::{AppError, violated_constraint};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            email: row.get("email"),
+            name: row.get("name"),
+            email_verified: row
+                .get::<_, Option<DateTime<Utc>>>("email_verified_at")
+                .is_some(),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+pub async fn insert(
+    db: &impl GenericClient,
+    email: &EmailAddress,
+    name: &str,
+    password_hash: &str,
+) -> Result<User, AppError> {
+    let row = db
+        .query_one(
+            "insert into control.users (id, email, name, password_hash) values ($1, $2, $3, $4)
+             returning *",
+            &[&Uuid::new_v4(), &email.as_str(), &name, &password_hash],
+        )
+        .await
+        .map_err(|err| match violated_constraint(&err) {
+            Some("users_email_key") => AppError::Conflict {
+                field: "email",
+                message: "an account with this email already exists; sign in instead".into(),
+            },
+            _ => err.into(),
+        })?;
+    Ok(User::from_row(&row))
+}
+
+/// The user and their password hash, for sign-in.
+pub async fn find_credentials(
+    db: &impl GenericClient,
+    email: &EmailAddress,
+) -> Result<Option<(User, String)>, AppError> {
+    let row = db
+        .query_opt(
+            "select * from control.users where email = $1",
+            &[&email.as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| (User::from_row(&row), row.get("password_hash"))))
+}
+
+pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, AppError> {
+    let row = db
+        .query_opt("select * from control.users where id = $1", &[&id])
+        .await?;
+    Ok(row.as_ref().map(User::from_row))
+}

@@ -1,0 +1,78 @@
+//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
+
+mod migrate;
+mod tenants;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{Application, Database};
+use crate::config::Config;
+use crate::db::embedded::Durability;
+use crate::db::migrate::migrate_control;
+use crate::db::{build_pool, check_reachable};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant SaaS backend: GraphQL API, a PostgreSQL schema per tenant"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server (the default).
+    Serve,
+    /// Apply control migrations, then bring every tenant schema to the latest version.
+    Migrate(migrate::MigrateArgs),
+    /// Create, list, suspend, resume, migrate or delete tenants.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
+    Schema,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(cli.config).await?.run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate(args) => {
+            with_database(&cli.config, usize::from(args.jobs) + 2, |pool| {
+                migrate::run(pool, args)
+            })
+            .await
+        }
+        Command::Tenants(cmd) => {
+            with_database(&cli.config, 4, |pool| tenants::run(pool, cmd)).await
+        }
+    }
+}
+
+/// Opens the database (embedded or DATABASE_URL), applies control migrations, runs `f`, closes.
+async fn with_database<F, Fut>(config: &Config, pool_size: usize, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(deadpool_postgres::Pool) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let database = Database::open(config, Durability::Durable).await?;
+    let pool = build_pool(&database.url, pool_size)?;
+    check_reachable(&pool).await?;
+    migrate_control(&pool).await?;
+    let outcome = f(pool.clone()).await;
+    pool.close();
+    database.close().await?;
+    outcome
+}

@@ -1,0 +1,139 @@
+//! `tenantry tenants …`: operator commands on tenants.
+
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use deadpool_postgres::Pool;
+
+use crate::db::migrate::MigrationSet;
+use crate::error::AppError;
+use crate::tenancy::model::{Subdomain, Tenant, TenantName, TenantStatus};
+use crate::tenancy::provision::{NewTenant, provision};
+use crate::tenancy::{self, repo};
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Provision a tenant (schema + migrations) with no owner yet.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        subdomain: String,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse all requests to a tenant (403 TENANT_SUSPENDED).
+    Suspend { subdomain: String },
+    /// Serve a suspended tenant again.
+    Resume { subdomain: String },
+    /// Bring one tenant's schema to the latest version.
+    Migrate {
+        subdomain: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant and all its data. Irreversible: needs --yes.
+    Delete {
+        subdomain: String,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(pool: Pool, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TenantsCommand::Create { name, subdomain } => {
+            let new = NewTenant {
+                name: TenantName::parse(&name).map_err(app)?,
+                subdomain: Subdomain::parse(&subdomain).map_err(app)?,
+                owner: None,
+            };
+            let tenant = provision(&pool, &MigrationSet::tenant(), new)
+                .await
+                .map_err(app)?;
+            println!(
+                "created tenant {} ({}) in schema {}",
+                tenant.subdomain, tenant.id, tenant.schema
+            );
+        }
+        TenantsCommand::List { json } => {
+            let client = pool.get().await?;
+            let tenants = repo::list_all(&client).await.map_err(app)?;
+            print_list(&tenants, json)?;
+        }
+        TenantsCommand::Suspend { subdomain } => {
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended)
+                .await
+                .map_err(app)?;
+            println!("suspended {subdomain}");
+        }
+        TenantsCommand::Resume { subdomain } => {
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Active)
+                .await
+                .map_err(app)?;
+            println!("resumed {subdomain}");
+        }
+        TenantsCommand::Migrate { subdomain, json } => {
+            let tenant = tenancy::by_subdomain(&pool, &subdomain)
+                .await
+                .map_err(app)?;
+            return super::migrate::migrate_and_report(&pool, 1, Some(tenant.id), json).await;
+        }
+        TenantsCommand::Delete { subdomain, yes } => {
+            if !yes {
+                eprintln!(
+                    "this deletes tenant {subdomain:?} and all its data; re-run with --yes to confirm"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let tenant = tenancy::delete(&pool, &subdomain).await.map_err(app)?;
+            println!("deleted tenant {} ({})", tenant.subdomain, tenant.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id, "name": t.name, "subdomain": t.subdomain, "domain": t.domain,
+                    "plan": t.plan, "status": t.status.as_db(), "expires_at": t.expires_at,
+                    "schema": t.schema.as_str(), "migration_version": t.migration_version,
+                    "created_at": t.created_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:<10} {:>7}  name",
+        "subdomain", "status", "plan", "version"
+    );
+    for t in tenants {
+        println!(
+            "{:<24} {:<10} {:<10} {:>7}  {}",
+            t.subdomain,
+            t.status.as_db(),
+            t.plan,
+            t.migration_version,
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// CLI errors are printed for an operator: the client-facing message, or the internal detail.
+fn app(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::Internal(inner) => inner,
+        other => anyhow!(other.message()),
+    }
+}

@@ -1,0 +1,272 @@
+//! Migrations with refinery: `control` once, then every tenant schema, each with its own history.
+//!
+//! Refinery normally opens its own transactions; here it runs inside ours (`InTx`), so a tenant's
+//! migration, its history rows and its `control.tenants.migration_version` commit together, under
+//! an advisory lock on the schema. Two replicas migrating at once serialise per schema.
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use refinery::{Migration, Runner};
+use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::SchemaName;
+
+mod embedded_control {
+    refinery::embed_migrations!("migrations/control");
+}
+mod embedded_tenant {
+    refinery::embed_migrations!("migrations/tenant");
+}
+
+const CONTROL_HISTORY: &str = "control.refinery_schema_history";
+/// Unqualified: it lands in the tenant schema, which is the whole search_path while migrating.
+const TENANT_HISTORY: &str = "refinery_schema_history";
+/// Advisory lock key for control migrations ("tenantry" in ASCII).
+const CONTROL_LOCK: i64 = 0x7465_6e61_6e74_7279;
+
+/// An ordered set of migrations.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    migrations: Vec<Migration>,
+}
+
+impl MigrationSet {
+    /// `migrations/control`, embedded at build time.
+    pub fn control() -> Self {
+        Self {
+            migrations: embedded_control::migrations::runner()
+                .get_migrations()
+                .clone(),
+        }
+    }
+
+    /// `migrations/tenant`, embedded at build time.
+    pub fn tenant() -> Self {
+        Self {
+            migrations: embedded_tenant::migrations::runner()
+                .get_migrations()
+                .clone(),
+        }
+    }
+
+    /// Adds a migration given as refinery names it (`V2__add_column`) and its SQL.
+    pub fn with(mut self, name: &str, sql: &str) -> anyhow::Result<Self> {
+        self.migrations.push(Migration::unapplied(name, sql)?);
+        self.migrations.sort();
+        Ok(self)
+    }
+
+    /// The version a schema has once every migration in the set is applied.
+    pub fn latest_version(&self) -> i32 {
+        self.migrations
+            .iter()
+            .map(|m| m.version())
+            .max()
+            .unwrap_or(0)
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, history_table: &str) -> anyhow::Result<usize> {
+        let mut runner = Runner::new(&self.migrations).set_abort_divergent(true);
+        runner.set_migration_table_name(history_table);
+        let report = runner.run_async(&mut InTx(tx)).await?;
+        Ok(report.applied_migrations().len())
+    }
+}
+
+/// Applies control migrations, serialised across processes by an advisory lock.
+pub async fn migrate_control(pool: &Pool) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("select pg_advisory_xact_lock($1)", &[&CONTROL_LOCK])
+        .await?;
+    tx.batch_execute("create schema if not exists control")
+        .await?;
+    let applied = MigrationSet::control()
+        .apply(&tx, CONTROL_HISTORY)
+        .await
+        .context("applying control migrations")?;
+    tx.commit().await?;
+    if applied > 0 {
+        tracing::info!(migrations.applied = applied, "control schema migrated");
+    }
+    Ok(())
+}
+
+/// Brings one tenant schema to the set's latest version inside `tx` and records the version.
+/// Returns how many migrations were applied (0: another process got there first).
+pub async fn migrate_tenant_in_tx(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    schema: &SchemaName,
+    set: &MigrationSet,
+) -> anyhow::Result<usize> {
+    lock_schema(tx, schema).await?;
+    tx.execute(
+        "select set_config('search_path', $1, true)",
+        &[&schema.quoted()],
+    )
+    .await?;
+    let applied = set.apply(tx, TENANT_HISTORY).await?;
+    tx.execute(
+        "update control.tenants set migration_version = $2 where id = $1",
+        &[&tenant_id, &set.latest_version()],
+    )
+    .await?;
+    Ok(applied)
+}
+
+/// Takes the transaction-scoped advisory lock that serialises all DDL on one tenant schema.
+pub async fn lock_schema(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    let key = format!("tenantry:{schema}");
+    tx.execute(
+        "select pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What one `migrate` run did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct MigrateReport {
+    pub target_version: i32,
+    pub migrated: usize,
+    pub up_to_date: usize,
+    pub failed: Vec<TenantFailure>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TenantFailure {
+    pub tenant_id: Uuid,
+    pub subdomain: String,
+    pub error: String,
+}
+
+/// Migrates every tenant below the set's latest version, `jobs` at a time. One tenant's failure
+/// is recorded and the others continue. `only` restricts the run to one tenant.
+pub async fn migrate_tenants(
+    pool: &Pool,
+    set: &MigrationSet,
+    jobs: usize,
+    only: Option<Uuid>,
+    on_pending: impl FnOnce(usize),
+    on_done: impl Fn() + Sync,
+) -> anyhow::Result<MigrateReport> {
+    let target = set.latest_version();
+    let client = pool.get().await?;
+    // The skip decision is this one query on the recorded versions.
+    let pending = client
+        .query(
+            "select id, subdomain, schema_name from control.tenants
+             where migration_version < $1 and ($2::uuid is null or id = $2)
+             order by created_at",
+            &[&target, &only],
+        )
+        .await?;
+    let total: i64 = client
+        .query_one(
+            "select count(*) from control.tenants where $1::uuid is null or id = $1",
+            &[&only],
+        )
+        .await?
+        .get(0);
+    drop(client);
+    on_pending(pending.len());
+
+    let mut report = MigrateReport {
+        target_version: target,
+        ..Default::default()
+    };
+    report.up_to_date = usize::try_from(total)? - pending.len();
+    let results = futures::stream::iter(pending)
+        .map(|row| async move {
+            let id: Uuid = row.get(0);
+            let subdomain: String = row.get(1);
+            let result = migrate_one(pool, id, row.get(2), set).await;
+            (id, subdomain, result)
+        })
+        .buffer_unordered(jobs.max(1))
+        .inspect(|_| on_done())
+        .collect::<Vec<_>>()
+        .await;
+    for (tenant_id, subdomain, result) in results {
+        match result {
+            Ok(0) => report.up_to_date += 1,
+            Ok(_) => report.migrated += 1,
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::warn!(tenant.id = %tenant_id, error, "tenant migration failed");
+                report.failed.push(TenantFailure {
+                    tenant_id,
+                    subdomain,
+                    error,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn migrate_one(
+    pool: &Pool,
+    id: Uuid,
+    schema: String,
+    set: &MigrationSet,
+) -> anyhow::Result<usize> {
+    let schema = SchemaName::parse(&schema)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let applied = migrate_tenant_in_tx(&tx, id, &schema, set).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Refinery's executor traits over a transaction we own: statements run in it, nothing commits.
+struct InTx<'a>(&'a Transaction<'a>);
+
+impl AsyncTransaction for InTx<'_> {
+    type Error = tokio_postgres::Error;
+
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+        &'a mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        for query in queries {
+            self.0.batch_execute(query).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl AsyncQuery<Vec<Migration>> for InTx<'_> {
+    async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.0.query(query, &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let applied_on: String = row.get(2);
+                let checksum: String = row.get(3);
+                Migration::applied(
+                    row.get(0),
+                    row.get(1),
+                    // Refinery writes both columns itself, in these formats.
+                    OffsetDateTime::parse(&applied_on, &Rfc3339)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    checksum.parse().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+}
+
+impl AsyncMigrate for InTx<'_> {}

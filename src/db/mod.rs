@@ -1,0 +1,12 @@
+//! Database plumbing: the pool, tenant scoping, embedded Postgres, migrations, notifications.
+
+pub mod embedded;
+pub mod migrate;
+pub mod notify;
+mod pool;
+mod schema_name;
+mod tenant_tx;
+
+pub use pool::{build_pool, check_reachable};
+pub use schema_name::{InvalidSchemaName, SchemaName};
+pub use tenant_tx::TenantTx;

@@ -1,0 +1,77 @@
+//! `SchemaName`: the only identifier ever formatted into SQL, derived from a tenant's immutable id.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// A validated PostgreSQL schema name (`^[a-z0-9_]{1,63}$`), always emitted quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SchemaName(String);
+
+impl SchemaName {
+    /// The schema of a tenant: `t_<id as 32 hex digits>`.
+    pub fn for_tenant(id: Uuid) -> Self {
+        Self(format!("t_{}", id.simple()))
+    }
+
+    /// Accepts a stored name, refusing anything outside the safe alphabet.
+    pub fn parse(raw: &str) -> Result<Self, InvalidSchemaName> {
+        let ok = (1..=63).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidSchemaName(raw.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a quoted SQL identifier, safe to splice into DDL.
+    pub fn quoted(&self) -> String {
+        // The alphabet excludes '"', so wrapping is sufficient quoting.
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid schema name {0:?}")]
+pub struct InvalidSchemaName(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_schemas_are_derived_from_the_id() {
+        let id = Uuid::parse_str("0190f5b6-8f7e-7a3c-9a2b-1c2d3e4f5a6b").unwrap();
+        let name = SchemaName::for_tenant(id);
+        assert_eq!(name.as_str(), "t_0190f5b68f7e7a3c9a2b1c2d3e4f5a6b");
+        assert!(SchemaName::parse(name.as_str()).is_ok());
+        assert_eq!(name.quoted(), "\"t_0190f5b68f7e7a3c9a2b1c2d3e4f5a6b\"");
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            "Public",
+            "t_1; drop schema control",
+            "a\"b",
+            "control.x",
+            &"a".repeat(64),
+        ] {
+            assert!(SchemaName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

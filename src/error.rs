@@ -1,0 +1,201 @@
+//! `AppError`: the one error type that reaches clients, mapped to `extensions.code` and HTTP status.
+//!
+//! It deliberately does not implement `Display`: async-graphql converts every `Display` type into a
+//! plain error without extensions, so keeping it out of that blanket impl lets `?` in a resolver
+//! carry the code through our own `From<AppError> for async_graphql::Error`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A failure a client can see. Internal causes are logged once and reach the client as `INTERNAL`.
+#[derive(Debug)]
+pub enum AppError {
+    /// `UNAUTHENTICATED`, 401: no credentials, or invalid/expired ones.
+    Unauthenticated(&'static str),
+    /// `FORBIDDEN`, 403: authenticated, but not allowed.
+    Forbidden(&'static str),
+    /// `NOT_FOUND`, 404: the named thing does not exist (or is not visible to the caller).
+    NotFound(&'static str),
+    /// `TENANT_NOT_FOUND`, 404: the request names no known tenant.
+    TenantNotFound(String),
+    /// `TENANT_SUSPENDED`, 403.
+    TenantSuspended,
+    /// `SUBSCRIPTION_EXPIRED`, 403.
+    SubscriptionExpired,
+    /// `VALIDATION`, 400: input broke a rule; `field` names the argument.
+    Validation {
+        field: &'static str,
+        message: String,
+    },
+    /// `CONFLICT`, 409: a unique value is already taken.
+    Conflict {
+        field: &'static str,
+        message: String,
+    },
+    /// `RATE_LIMITED`, 429, with `Retry-After` in seconds.
+    RateLimited { retry_after_secs: u64 },
+    /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// The stable machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::TenantNotFound(_) => "TENANT_NOT_FOUND",
+            Self::TenantSuspended => "TENANT_SUSPENDED",
+            Self::SubscriptionExpired => "SUBSCRIPTION_EXPIRED",
+            Self::Validation { .. } => "VALIDATION",
+            Self::Conflict { .. } => "CONFLICT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::TenantSuspended | Self::SubscriptionExpired => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound(_) | Self::TenantNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Validation { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message a person reads. Never contains internal detail.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::TenantNotFound(m) => m.clone(),
+            Self::TenantSuspended => {
+                "this tenant is suspended; its owner can contact support to reactivate it"
+                    .to_owned()
+            }
+            Self::SubscriptionExpired => {
+                "this tenant's subscription has expired; renew the plan to continue".to_owned()
+            }
+            Self::Validation { field, message } => format!("{field}: {message}"),
+            Self::Conflict { message, .. } => message.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests; retry in {retry_after_secs} s")
+            }
+            Self::Internal(_) => "internal error; it has been logged".to_owned(),
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Validation { field, .. } | Self::Conflict { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Logs internal causes exactly once, where the error leaves the server.
+    fn log_if_internal(&self) {
+        if let Self::Internal(err) = self {
+            tracing::error!(error = format!("{err:#}"), "internal error");
+        }
+    }
+
+    /// The GraphQL-shaped body used for failures before GraphQL runs.
+    pub fn graphql_body(&self) -> serde_json::Value {
+        let mut extensions = json!({ "code": self.code() });
+        if let Some(field) = self.field() {
+            extensions["field"] = json!(field);
+        }
+        json!({ "data": null, "errors": [{ "message": self.message(), "extensions": extensions }] })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.log_if_internal();
+        use async_graphql::ErrorExtensions as _;
+        async_graphql::Error::new(err.message()).extend_with(|_, ext| {
+            ext.set("code", err.code());
+            if let Some(field) = err.field() {
+                ext.set("field", field);
+            }
+            if let AppError::RateLimited { retry_after_secs } = err {
+                ext.set("retryAfter", retry_after_secs);
+            }
+        })
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let mut response = (self.status(), axum::Json(self.graphql_body())).into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<tokio_postgres::Error> for AppError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AppError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+/// The name of the constraint a database error violated, if any (for mapping to `CONFLICT`).
+pub fn violated_constraint(err: &tokio_postgres::Error) -> Option<&str> {
+    err.as_db_error().and_then(|db| db.constraint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphql_errors_carry_the_code_and_field() {
+        let err: async_graphql::Error = AppError::validation("subdomain", "too short").into();
+        let ext = err.extensions.expect("extensions set");
+        assert_eq!(
+            ext.get("code"),
+            Some(&async_graphql::Value::from("VALIDATION"))
+        );
+        assert_eq!(
+            ext.get("field"),
+            Some(&async_graphql::Value::from("subdomain"))
+        );
+        assert_eq!(err.message, "subdomain: too short");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = AppError::internal(anyhow::anyhow!("password=hunter2 connection refused"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.message().contains("hunter2"));
+    }
+}

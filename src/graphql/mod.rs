@@ -1,0 +1,36 @@
+//! Schema assembly: one merged root per operation type, each feature contributing its part.
+
+pub mod context;
+pub mod guards;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+use crate::auth::graphql::{AuthMutation, AuthQuery};
+use crate::health::graphql::HealthQuery;
+use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::tenancy::graphql::{TenantMutation, TenantQuery};
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(HealthQuery, AuthQuery, TenantQuery, ProjectQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(AuthMutation, TenantMutation, ProjectMutation);
+
+/// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
+pub fn build_schema() -> AppSchema {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(16)
+    .limit_complexity(2_000)
+    .finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema().sdl()
+}

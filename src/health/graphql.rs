@@ -1,0 +1,37 @@
+//! GraphQL: `health`.
+
+use async_graphql::{Context, Object, SimpleObject};
+
+use crate::graphql::context::RequestCtx;
+
+#[derive(SimpleObject)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    status: String,
+    version: String,
+    uptime_seconds: u64,
+    database_latency_ms: Option<f64>,
+}
+
+#[derive(Default)]
+pub struct HealthQuery;
+
+#[Object]
+impl HealthQuery {
+    /// Liveness of the API and its database; needs no credentials.
+    async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
+        let state = &ctx.data::<RequestCtx>()?.state;
+        let latency = super::database_latency(state).await;
+        Ok(Health {
+            status: if latency.is_some() {
+                "healthy"
+            } else {
+                "unhealthy"
+            }
+            .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: state.started_at.elapsed().as_secs(),
+            database_latency_ms: latency.map(|d| d.as_secs_f64() * 1000.0),
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Health: `/api/health` (detailed), `/livez`, `/readyz`, and the `health` query.
+
+pub mod graphql;
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::tenancy::repo as tenants_repo;
+
+const DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub checks: Checks,
+    /// Seconds since the process started.
+    pub uptime: u64,
+    pub version: &'static str,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    pub database: DatabaseCheck,
+    pub memory: MemoryCheck,
+    pub tenants: TenantsCheck,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseCheck {
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryCheck {
+    pub status: &'static str,
+    pub rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantsCheck {
+    pub status: &'static str,
+    pub total: Option<i64>,
+    pub active: Option<i64>,
+}
+
+fn status(ok: bool) -> &'static str {
+    if ok { "healthy" } else { "unhealthy" }
+}
+
+/// Round-trip time of `select 1` through the pool, or `None` if the database is unreachable.
+pub async fn database_latency(state: &AppState) -> Option<Duration> {
+    let started = Instant::now();
+    let probe = async {
+        let client = state.pool.get().await.ok()?;
+        client.simple_query("select 1").await.ok()
+    };
+    tokio::time::timeout(DB_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+        .map(|_| started.elapsed())
+}
+
+pub async fn report(state: &AppState) -> HealthReport {
+    let latency = database_latency(state).await;
+    let counts = match latency {
+        Some(_) => match state.pool.get().await {
+            Ok(client) => tenants_repo::count(&client).await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let rss = rss_bytes();
+    HealthReport {
+        status: status(latency.is_some()),
+        checks: Checks {
+            database: DatabaseCheck {
+                status: status(latency.is_some()),
+                latency_ms: latency.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
+            },
+            memory: MemoryCheck {
+                status: "healthy",
+                rss_bytes: rss,
+            },
+            tenants: TenantsCheck {
+                status: status(counts.is_some()),
+                total: counts.map(|c| c.0),
+                active: counts.map(|c| c.1),
+            },
+        },
+        uptime: state.started_at.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: chrono::Utc::now(),
+    }
+}
+
+/// Resident set size, from /proc (Linux); `None` elsewhere.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
+    let report = report(&state).await;
+    let code = if report.status == "healthy" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
+}
+
+pub async fn livez() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+/// Ready when the database answers; load balancers stop sending traffic on 503.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match database_latency(&state).await {
+        Some(_) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "reason": "database unreachable" })),
+        ),
+    }
+}

@@ -1,0 +1,42 @@
+//! The HTTP surface: routes and middleware.
+
+mod graphql;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::health;
+
+pub fn router(state: AppState) -> Router {
+    // Spans carry the path only: query strings (GET /graphql) can hold variables and secrets.
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or_default();
+        tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request.id = request_id)
+    });
+    Router::new()
+        .route("/graphql", get(graphql::handler).post(graphql::handler))
+        .route("/api/health", get(health::api_health))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

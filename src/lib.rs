@@ -1,0 +1,15 @@
+//! tenantry: a multi-tenant SaaS backend — one GraphQL API, one PostgreSQL schema per tenant.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod health;
+pub mod http;
+pub mod members;
+pub mod projects;
+pub mod telemetry;
+pub mod tenancy;

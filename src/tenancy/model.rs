@@ -1,0 +1,187 @@
+//! Tenant types: parsed input newtypes and the stored tenant.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::db::SchemaName;
+use crate::error::AppError;
+
+/// A tenant subdomain: `^[a-z0-9-]+$`, 3–50 characters, not starting or ending with `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subdomain(String);
+
+/// Names that would collide with the product's own hosts.
+const RESERVED: &[&str] = &[
+    "www",
+    "api",
+    "app",
+    "admin",
+    "mail",
+    "status",
+    "static",
+    "playground",
+];
+
+impl Subdomain {
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        let invalid = |message: &str| Err(AppError::validation("subdomain", message));
+        if !(3..=50).contains(&raw.len()) {
+            return invalid("must be 3 to 50 characters long");
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid("may contain only lowercase letters a-z, digits and '-'");
+        }
+        if raw.starts_with('-') || raw.ends_with('-') {
+            return invalid("must not start or end with '-'");
+        }
+        if RESERVED.contains(&raw) {
+            return invalid("is reserved; choose another");
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A tenant's display name: 2–100 characters after trimming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantName(String);
+
+impl TenantName {
+    pub fn parse(raw: &str) -> Result<Self, AppError> {
+        let name = raw.trim();
+        let chars = name.chars().count();
+        if !(2..=100).contains(&chars) {
+            return Err(AppError::validation(
+                "name",
+                "must be 2 to 100 characters long",
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(AppError::validation(
+                "name",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[graphql(name = "TenantStatus")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Expired,
+}
+
+impl TenantStatus {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn from_db(raw: &str) -> Self {
+        match raw {
+            "suspended" => Self::Suspended,
+            "expired" => Self::Expired,
+            _ => Self::Active,
+        }
+    }
+}
+
+/// A tenant as stored in `control.tenants`.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub subdomain: String,
+    pub domain: Option<String>,
+    pub plan: String,
+    pub status: TenantStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub settings: serde_json::Value,
+    pub owner_id: Option<Uuid>,
+    pub schema: SchemaName,
+    pub migration_version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Tenant {
+    pub fn from_row(row: &Row) -> Result<Self, AppError> {
+        let schema: String = row.get("schema_name");
+        Ok(Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            subdomain: row.get("subdomain"),
+            domain: row.get("domain"),
+            plan: row.get("plan"),
+            status: TenantStatus::from_db(row.get("status")),
+            expires_at: row.get("expires_at"),
+            settings: row.get("settings"),
+            owner_id: row.get("owner_id"),
+            schema: SchemaName::parse(&schema).map_err(AppError::internal)?,
+            migration_version: row.get("migration_version"),
+            created_at: row.get("created_at"),
+        })
+    }
+
+    /// Whether requests may reach this tenant now.
+    pub fn check_open(&self, now: DateTime<Utc>) -> Result<(), AppError> {
+        match self.status {
+            TenantStatus::Suspended => Err(AppError::TenantSuspended),
+            TenantStatus::Expired => Err(AppError::SubscriptionExpired),
+            TenantStatus::Active if self.expires_at.is_some_and(|at| at <= now) => {
+                Err(AppError::SubscriptionExpired)
+            }
+            TenantStatus::Active => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subdomains_follow_the_documented_rule() {
+        for ok in ["acme", "a-1", "abc", &"x".repeat(50)] {
+            assert!(Subdomain::parse(ok).is_ok(), "{ok} refused");
+        }
+        for bad in [
+            "ab",
+            "Acme",
+            "acme_co",
+            "acme.co",
+            "-acme",
+            "acme-",
+            "www",
+            "",
+            &"x".repeat(51),
+        ] {
+            assert!(Subdomain::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn tenant_names_are_trimmed_and_bounded() {
+        assert_eq!(TenantName::parse("  Acme  ").unwrap().as_str(), "Acme");
+        assert!(TenantName::parse("A").is_err());
+        assert!(TenantName::parse(&"é".repeat(100)).is_ok());
+        assert!(TenantName::parse(&"é".repeat(101)).is_err());
+        assert!(TenantName::parse("Ac\u{0}me").is_err());
+    }
+}

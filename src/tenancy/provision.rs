@@ -1,0 +1,69 @@
+//! Provisioning: a tenant row, its owner, its schema and its migrations, in one transaction.
+//!
+//! DDL is transactional in PostgreSQL, so a failure at any step leaves nothing behind: no row,
+//! no schema, no half-migrated tables. There is nothing to mark or retry.
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::model::{Subdomain, Tenant, TenantName};
+use crate::db::SchemaName;
+use crate::db::migrate::{MigrationSet, migrate_tenant_in_tx};
+use crate::error::{AppError, violated_constraint};
+use crate::members::{Role, repo as members_repo};
+
+/// What a new tenant is made of; owner is absent for operator-created tenants.
+pub struct NewTenant {
+    pub name: TenantName,
+    pub subdomain: Subdomain,
+    pub owner: Option<Uuid>,
+}
+
+#[tracing::instrument(skip_all, fields(tenant.id))]
+pub async fn provision(
+    pool: &Pool,
+    migrations: &MigrationSet,
+    new: NewTenant,
+) -> Result<Tenant, AppError> {
+    let id = Uuid::new_v4();
+    tracing::Span::current().record("tenant.id", tracing::field::display(id));
+    let schema = SchemaName::for_tenant(id);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "insert into control.tenants (id, name, subdomain, owner_id, schema_name)
+         values ($1, $2, $3, $4, $5)",
+        &[
+            &id,
+            &new.name.as_str(),
+            &new.subdomain.as_str(),
+            &new.owner,
+            &schema.as_str(),
+        ],
+    )
+    .await
+    .map_err(|err| match violated_constraint(&err) {
+        Some("tenants_subdomain_key") => AppError::Conflict {
+            field: "subdomain",
+            message: format!(
+                "the subdomain {:?} is already taken",
+                new.subdomain.as_str()
+            ),
+        },
+        _ => err.into(),
+    })?;
+    if let Some(owner) = new.owner {
+        members_repo::insert(&tx, id, owner, Role::Owner).await?;
+    }
+    tx.batch_execute(&format!("create schema {}", schema.quoted()))
+        .await?;
+    migrate_tenant_in_tx(&tx, id, &schema, migrations)
+        .await
+        .map_err(AppError::Internal)?;
+    let row = tx
+        .query_one("select * from control.tenants where id = $1", &[&id])
+        .await?;
+    tx.commit().await?;
+    tracing::info!("tenant provisioned");
+    Tenant::from_row(&row)
+}
