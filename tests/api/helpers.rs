@@ -1,0 +1,274 @@
+//! `spawn_app()`: a real server on a random port, on its own database, dropped afterwards.
+//!
+//! The database server is `DATABASE_URL` when set; otherwise one embedded cluster shared by all
+//! tests under `target/tmp/pg` (started once, left running for the next run; `.ci/run` stops it).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use deadpool_postgres::Pool;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tenantry::app::Application;
+use tenantry::config::Config;
+use tenantry::db::build_pool;
+use tenantry::db::embedded::{Durability, EmbeddedPostgres};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// A connection string (URL or key=value) for database `dbname` on the test server.
+fn server_url(dbname: &str) -> String {
+    static EMBEDDED: OnceLock<EmbeddedPostgres> = OnceLock::new();
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return with_dbname(&url, dbname);
+    }
+    EMBEDDED
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg");
+            std::fs::create_dir_all(&dir).unwrap();
+            // Test processes may start together (nextest): one of them creates the cluster.
+            let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+            lock.lock().unwrap();
+            let pg = EmbeddedPostgres::start(&dir, Durability::Throwaway)
+                .expect("embedded PostgreSQL for tests");
+            // Never stopped: statics are not dropped, so the cluster outlives the test process.
+            drop(lock);
+            pg
+        })
+        .connection_string(dbname)
+}
+
+fn with_dbname(url: &str, dbname: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url, None), |(b, q)| (b, Some(q)));
+        let scheme_end = base.find("://").unwrap() + 3;
+        let host_part = &base[scheme_end..];
+        let host = host_part.split_once('/').map_or(host_part, |(h, _)| h);
+        let mut out = format!("{}{host}/{dbname}", &base[..scheme_end]);
+        if let Some(query) = query {
+            out = format!("{out}?{query}");
+        }
+        out
+    } else {
+        format!("{url} dbname={dbname}")
+    }
+}
+
+async fn admin(sql: &str) {
+    let (client, connection) =
+        tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test PostgreSQL server");
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = driver.await;
+}
+
+/// A fresh, empty database, dropped with the guard.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
+        admin(&format!("create database {name}")).await;
+        Self {
+            url: server_url(&name),
+            name,
+        }
+    }
+}
+
+/// Drops a test database now, closing its connections.
+pub async fn drop_database(name: &str) {
+    admin(&format!("drop database if exists {name} with (force)")).await;
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("drop database if exists {} with (force)", self.name);
+        // Drop runs inside the test's runtime; a fresh one on another thread can block freely.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&sql));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+pub fn scratch_dir() -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A separate pool on the app's database, for assertions and set-up.
+    pub pool: Pool,
+    pub db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        tenantry::telemetry::init(tenantry::config::LogFormat::Pretty);
+    }
+    let db = TestDb::create().await;
+    let mut config = Config::for_tests(Some(db.url.clone()), scratch_dir());
+    configure(&mut config);
+    let app = Application::build(config)
+        .await
+        .expect("building the application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool: build_pool(&db.url, 4).unwrap(),
+        db,
+        shutdown: Some(tx),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Headers naming a tenant and a caller.
+#[derive(Default, Clone)]
+pub struct As<'a> {
+    pub token: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub host: Option<String>,
+}
+
+impl<'a> As<'a> {
+    pub fn user(token: &'a str) -> Self {
+        Self {
+            token: Some(token),
+            ..Self::default()
+        }
+    }
+    pub fn member(token: &'a str, tenant: &'a str) -> Self {
+        Self {
+            token: Some(token),
+            tenant: Some(tenant),
+            host: None,
+        }
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request; returns the HTTP status and the JSON body.
+    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = who.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(tenant) = who.tenant {
+            req = req.header("x-tenant", tenant);
+        }
+        if let Some(host) = who.host {
+            req = req.header("host", host);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        (status, res.json().await.expect("JSON body"))
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Signs up `<name>@example.com` and returns an access token.
+    pub async fn sign_up(&self, name: &str) -> String {
+        let (_, body) = self
+            .graphql(
+                As::default(),
+                "mutation($email: String!) { signUp(email: $email, password: \"correct horse\", name: \"Tester\") { accessToken } }",
+                json!({ "email": format!("{name}@example.com") }),
+            )
+            .await;
+        body["data"]["signUp"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("signUp failed: {body}"))
+            .to_owned()
+    }
+
+    /// Creates a tenant owned by the token's user; returns its id.
+    pub async fn create_tenant(&self, token: &str, subdomain: &str) -> String {
+        let (_, body) = self
+            .graphql(
+                As::user(token),
+                "mutation($s: String!) { createTenant(name: \"Tenant\", subdomain: $s) { id } }",
+                json!({ "s": subdomain }),
+            )
+            .await;
+        body["data"]["createTenant"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("createTenant failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn create_project(&self, token: &str, tenant: &str, name: &str) -> String {
+        let (_, body) = self
+            .graphql(
+                As::member(token, tenant),
+                "mutation($n: String!) { createProject(name: $n) { id } }",
+                json!({ "n": name }),
+            )
+            .await;
+        body["data"]["createProject"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("createProject failed: {body}"))
+            .to_owned()
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Names of the projects in a `projects` response.
+pub fn project_names(body: &Value) -> Vec<String> {
+    body["data"]["projects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no projects in {body}"))
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! The `tenantry` binary's operator commands, run as a user would run them.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::scratch_dir;
+use crate::migrations::{control_db, provision_many};
+
+fn tenantry(db_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("DATA_DIR", scratch_dir())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("running tenantry")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn operators_create_list_suspend_resume_and_delete_tenants() {
+    let (db, _pool) = control_db().await;
+
+    let out = tenantry(
+        &db.url,
+        &[
+            "tenants",
+            "create",
+            "--name",
+            "Acme Inc",
+            "--subdomain",
+            "acme",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = tenantry(
+        &db.url,
+        &[
+            "tenants",
+            "create",
+            "--name",
+            "Acme again",
+            "--subdomain",
+            "acme",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already taken"),
+        "{out:?}"
+    );
+
+    let out = tenantry(&db.url, &["tenants", "suspend", "acme"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value =
+        serde_json::from_str(&stdout(&tenantry(&db.url, &["tenants", "list", "--json"]))).unwrap();
+    assert_eq!(list[0]["subdomain"], "acme");
+    assert_eq!(list[0]["status"], "suspended");
+    assert_eq!(list[0]["migration_version"], 1);
+
+    assert!(
+        tenantry(&db.url, &["tenants", "resume", "acme"])
+            .status
+            .success()
+    );
+    let out = tenantry(&db.url, &["tenants", "delete", "acme"]);
+    assert!(!out.status.success(), "delete without --yes must refuse");
+    assert!(
+        tenantry(&db.url, &["tenants", "delete", "acme", "--yes"])
+            .status
+            .success()
+    );
+    let list: Value =
+        serde_json::from_str(&stdout(&tenantry(&db.url, &["tenants", "list", "--json"]))).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn migrate_prints_a_summary_and_fails_when_a_tenant_fails() {
+    let (db, pool) = control_db().await;
+    provision_many(&pool, &["first", "second"]).await;
+
+    let out = tenantry(&db.url, &["migrate", "--json", "--jobs", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (report["migrated"].as_u64(), report["up_to_date"].as_u64()),
+        (Some(0), Some(2)),
+        "{report}"
+    );
+
+    // Break one tenant's recorded version and its history: its re-migration then collides.
+    let client = pool.get().await.unwrap();
+    let schema: String = client
+        .query_one(
+            "select schema_name from control.tenants where subdomain = 'second'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "delete from \"{schema}\".refinery_schema_history;
+             update control.tenants set migration_version = 0 where subdomain = 'second'"
+        ))
+        .await
+        .unwrap();
+    let out = tenantry(&db.url, &["migrate"]);
+    assert!(
+        !out.status.success(),
+        "a failed tenant must make migrate fail"
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("0 migrated, 1 up to date, 1 failed"),
+        "{text}"
+    );
+    assert!(text.contains("failed: second"), "{text}");
+}
+
+#[test]
+fn the_schema_command_prints_the_committed_schema() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), tenantry::graphql::sdl());
+}
