@@ -17,6 +17,7 @@ use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
 use crate::graphql::{AppSchema, build_schema};
 use crate::members::MemberCache;
+use crate::plans::{AccessCache, PlanCatalog};
 use crate::tenancy::resolve::TenantCache;
 
 /// Shared, cheaply cloned application state.
@@ -28,6 +29,8 @@ pub struct Inner {
     pub base_domain: String,
     pub tokens: TokenKeys,
     pub tenants: TenantCache,
+    pub access: AccessCache,
+    pub plans: PlanCatalog,
     pub members: MemberCache,
     pub tenant_migrations: MigrationSet,
     pub schema: AppSchema,
@@ -45,6 +48,7 @@ impl AppState {
     pub fn new(
         pool: Pool,
         config: &Config,
+        plans: PlanCatalog,
         tenant_migrations: MigrationSet,
     ) -> anyhow::Result<Self> {
         Ok(Self(Arc::new(Inner {
@@ -52,6 +56,8 @@ impl AppState {
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
             tenants: TenantCache::new(Duration::from_secs(60)),
+            access: AccessCache::new(Duration::from_secs(60)),
+            plans,
             members: MemberCache::new(Duration::from_secs(30)),
             tenant_migrations,
             schema: build_schema(),
@@ -60,9 +66,20 @@ impl AppState {
     }
 
     /// Reacts to the notification bus: a changed tenant, or a reconnect that may have missed some.
-    fn on_bus_event(&self, event: BusEvent) {
+    async fn on_bus_event(&self, event: BusEvent) {
         match event {
-            BusEvent::TenantChanged(_) | BusEvent::Connected => self.tenants.clear(),
+            BusEvent::TenantChanged(id) => {
+                // Host names may have moved too, and they cannot be found by id: forget them all.
+                self.tenants.clear();
+                match id.parse() {
+                    Ok(id) => self.access.invalidate(id).await,
+                    Err(_) => self.access.clear(),
+                }
+            }
+            BusEvent::Connected => {
+                self.tenants.clear();
+                self.access.clear();
+            }
         }
     }
 }
@@ -76,20 +93,13 @@ pub struct Database {
 impl Database {
     pub async fn open(config: &Config, durability: Durability) -> anyhow::Result<Self> {
         if let Some(url) = &config.database_url {
-            return Ok(Self {
-                url: url.clone(),
-                embedded: None,
-            });
+            return Ok(Self { url: url.clone(), embedded: None });
         }
         let data_dir = config.data_dir.clone();
         let pg =
-            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, durability))
-                .await??;
+            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, durability)).await??;
         ensure_database(&pg.connection_string("postgres"), "tenantry").await?;
-        Ok(Self {
-            url: pg.connection_string("tenantry"),
-            embedded: Some(pg),
-        })
+        Ok(Self { url: pg.connection_string("tenantry"), embedded: Some(pg) })
     }
 
     /// Stops the embedded cluster if this process started it.
@@ -105,13 +115,9 @@ impl Database {
 async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
-    let exists = client
-        .query_opt("select 1 from pg_database where datname = $1", &[&name])
-        .await?;
+    let exists = client.query_opt("select 1 from pg_database where datname = $1", &[&name]).await?;
     if exists.is_none() {
-        client
-            .batch_execute(&format!("create database \"{name}\""))
-            .await?;
+        client.batch_execute(&format!("create database \"{name}\"")).await?;
     }
     drop(client);
     let _ = driver.await;
@@ -128,35 +134,29 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Configuration errors first, before anything is started.
+        let plans = PlanCatalog::load(config.plans_file.as_deref())?;
         let database = Database::open(&config, Durability::Durable).await?;
         let pool = build_pool(&database.url, config.db_pool_size)?;
         check_reachable(&pool).await?;
         migrate_control(&pool).await?;
-        let state = AppState::new(pool, &config, MigrationSet::tenant())?;
+        let state = AppState::new(pool, &config, plans, MigrationSet::tenant())?;
         let pg_config: tokio_postgres::Config = database.url.parse()?;
         let bus = notify::spawn_listener(pg_config, {
             let state = state.clone();
-            move |event| state.on_bus_event(event)
+            move |event| {
+                let state = state.clone();
+                async move { state.on_bus_event(event).await }
+            }
         });
-        let listener = TcpListener::bind(config.bind).await.with_context(|| {
-            format!(
-                "cannot listen on {} (set BIND to another address)",
-                config.bind
-            )
-        })?;
-        Ok(Self {
-            listener,
-            state,
-            database,
-            bus,
-        })
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (set BIND to another address)", config.bind))?;
+        Ok(Self { listener, state, database, bus })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn state(&self) -> &AppState {
@@ -169,15 +169,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, drains in-flight requests, then releases the database.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         self.bus.abort();
         self.state.pool.close();
         self.database.close().await?;

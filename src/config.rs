@@ -44,23 +44,15 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    #[arg(
-        long,
-        env = "APP_ENV",
-        value_enum,
-        default_value = "development",
-        global = true
-    )]
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "development", global = true)]
     pub app_env: AppEnv,
 
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_enum,
-        default_value = "json",
-        global = true
-    )]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,
+
+    /// The plan catalog. Unset: ./plans.toml if present, else the built-in catalog.
+    #[arg(long, env = "PLANS_FILE", global = true)]
+    pub plans_file: Option<PathBuf>,
 
     /// Maximum pooled database connections per process.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
@@ -78,6 +70,7 @@ impl Config {
             jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
             app_env: AppEnv::Development,
             log_format: LogFormat::Json,
+            plans_file: None,
             db_pool_size: 16,
         }
     }

@@ -23,16 +23,14 @@ pub enum AppError {
     TenantSuspended,
     /// `SUBSCRIPTION_EXPIRED`, 403.
     SubscriptionExpired,
+    /// `FEATURE_NOT_IN_PLAN`, 403: names the feature and the cheapest plan that has it.
+    FeatureNotInPlan { feature: &'static str, plan: String, cheapest: Option<String> },
+    /// `PLAN_LIMIT_EXCEEDED`, 403: the write would take `resource` past the plan's limit.
+    PlanLimitExceeded { resource: &'static str, limit: i64, plan: String },
     /// `VALIDATION`, 400: input broke a rule; `field` names the argument.
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    Validation { field: &'static str, message: String },
     /// `CONFLICT`, 409: a unique value is already taken.
-    Conflict {
-        field: &'static str,
-        message: String,
-    },
+    Conflict { field: &'static str, message: String },
     /// `RATE_LIMITED`, 429, with `Retry-After` in seconds.
     RateLimited { retry_after_secs: u64 },
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
@@ -41,10 +39,7 @@ pub enum AppError {
 
 impl AppError {
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+        Self::Validation { field, message: message.into() }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
@@ -60,6 +55,8 @@ impl AppError {
             Self::TenantNotFound(_) => "TENANT_NOT_FOUND",
             Self::TenantSuspended => "TENANT_SUSPENDED",
             Self::SubscriptionExpired => "SUBSCRIPTION_EXPIRED",
+            Self::FeatureNotInPlan { .. } => "FEATURE_NOT_IN_PLAN",
+            Self::PlanLimitExceeded { .. } => "PLAN_LIMIT_EXCEEDED",
             Self::Validation { .. } => "VALIDATION",
             Self::Conflict { .. } => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -70,9 +67,11 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::TenantSuspended | Self::SubscriptionExpired => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Forbidden(_)
+            | Self::TenantSuspended
+            | Self::SubscriptionExpired
+            | Self::FeatureNotInPlan { .. }
+            | Self::PlanLimitExceeded { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::TenantNotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -88,12 +87,20 @@ impl AppError {
             Self::NotFound(what) => format!("{what} not found"),
             Self::TenantNotFound(m) => m.clone(),
             Self::TenantSuspended => {
-                "this tenant is suspended; its owner can contact support to reactivate it"
-                    .to_owned()
+                "this tenant is suspended; its owner can contact support to reactivate it".to_owned()
             }
             Self::SubscriptionExpired => {
                 "this tenant's subscription has expired; renew the plan to continue".to_owned()
             }
+            Self::FeatureNotInPlan { feature, plan, cheapest } => match cheapest {
+                Some(cheapest) => format!(
+                    "the {feature} feature is not in the {plan} plan; upgrade to {cheapest} or above to use it"
+                ),
+                None => format!("the {feature} feature is not in the {plan} plan, nor in any plan offered"),
+            },
+            Self::PlanLimitExceeded { resource, limit, plan } => format!(
+                "the {plan} plan allows {limit} {resource}; this would exceed it. Upgrade the plan or free some up"
+            ),
             Self::Validation { field, message } => format!("{field}: {message}"),
             Self::Conflict { message, .. } => message.clone(),
             Self::RateLimited { retry_after_secs } => {
@@ -136,8 +143,21 @@ impl From<AppError> for async_graphql::Error {
             if let Some(field) = err.field() {
                 ext.set("field", field);
             }
-            if let AppError::RateLimited { retry_after_secs } = err {
-                ext.set("retryAfter", retry_after_secs);
+            match &err {
+                AppError::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                AppError::FeatureNotInPlan { feature, plan, cheapest } => {
+                    ext.set("feature", *feature);
+                    ext.set("plan", plan.as_str());
+                    if let Some(cheapest) = cheapest {
+                        ext.set("requiredPlan", cheapest.as_str());
+                    }
+                }
+                AppError::PlanLimitExceeded { resource, limit, plan } => {
+                    ext.set("resource", *resource);
+                    ext.set("limit", *limit);
+                    ext.set("plan", plan.as_str());
+                }
+                _ => {}
             }
         })
     }
@@ -148,9 +168,7 @@ impl IntoResponse for AppError {
         self.log_if_internal();
         let mut response = (self.status(), axum::Json(self.graphql_body())).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }
@@ -181,14 +199,8 @@ mod tests {
     fn graphql_errors_carry_the_code_and_field() {
         let err: async_graphql::Error = AppError::validation("subdomain", "too short").into();
         let ext = err.extensions.expect("extensions set");
-        assert_eq!(
-            ext.get("code"),
-            Some(&async_graphql::Value::from("VALIDATION"))
-        );
-        assert_eq!(
-            ext.get("field"),
-            Some(&async_graphql::Value::from("subdomain"))
-        );
+        assert_eq!(ext.get("code"), Some(&async_graphql::Value::from("VALIDATION")));
+        assert_eq!(ext.get("field"), Some(&async_graphql::Value::from("subdomain")));
         assert_eq!(err.message, "subdomain: too short");
     }
 

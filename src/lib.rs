@@ -10,6 +10,7 @@ pub mod graphql;
 pub mod health;
 pub mod http;
 pub mod members;
+pub mod plans;
 pub mod projects;
 pub mod telemetry;
 pub mod tenancy;

@@ -8,8 +8,7 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     pub fn parse(raw: &str) -> Result<Self, AppError> {
         let email = raw.trim().to_lowercase();
-        let invalid =
-            || AppError::validation("email", "is not a valid email address (name@example.com)");
+        let invalid = || AppError::validation("email", "is not a valid email address (name@example.com)");
         if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
@@ -43,20 +42,10 @@ mod tests {
 
     #[test]
     fn addresses_are_normalised_and_checked() {
-        assert_eq!(
-            EmailAddress::parse(" Ann@Example.COM ").unwrap().as_str(),
-            "ann@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "ann@",
-            "@example.com",
-            "ann@example",
-            "ann@@example.com",
-            "a n@x.io",
-            "ann@.io",
-        ] {
+        assert_eq!(EmailAddress::parse(" Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in
+            ["", "ann", "ann@", "@example.com", "ann@example", "ann@@example.com", "a n@x.io", "ann@.io"]
+        {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

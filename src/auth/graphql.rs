@@ -42,11 +42,7 @@ pub struct AuthPayload {
 
 fn payload(ctx: &RequestCtx, user: User) -> Result<AuthPayload, AppError> {
     let access_token = ctx.state.tokens.issue(user.id)?;
-    Ok(AuthPayload {
-        access_token,
-        refresh_token: None,
-        user: user.into(),
-    })
+    Ok(AuthPayload { access_token, refresh_token: None, user: user.into() })
 }
 
 #[derive(Default)]

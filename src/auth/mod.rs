@@ -17,20 +17,12 @@ const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 
 /// Creates an account. The email is normalised; a taken email is `CONFLICT`.
 #[tracing::instrument(skip_all)]
-pub async fn sign_up(
-    pool: &Pool,
-    email: &str,
-    password: &str,
-    name: &str,
-) -> Result<User, AppError> {
+pub async fn sign_up(pool: &Pool, email: &str, password: &str, name: &str) -> Result<User, AppError> {
     let email = EmailAddress::parse(email)?;
     let password = Password::parse(password)?;
     let name = name.trim();
     if !(1..=100).contains(&name.chars().count()) {
-        return Err(AppError::validation(
-            "name",
-            "must be 1 to 100 characters long",
-        ));
+        return Err(AppError::validation("name", "must be 1 to 100 characters long"));
     }
     let hash = password::hash(password).await?;
     let client = pool.get().await?;

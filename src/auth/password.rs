@@ -13,16 +13,10 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, AppError> {
         let chars = raw.chars().count();
         if chars < 8 {
-            return Err(AppError::validation(
-                "password",
-                "must be at least 8 characters long",
-            ));
+            return Err(AppError::validation("password", "must be at least 8 characters long"));
         }
         if chars > 1024 {
-            return Err(AppError::validation(
-                "password",
-                "must be at most 1024 characters long",
-            ));
+            return Err(AppError::validation("password", "must be at most 1024 characters long"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -54,9 +48,7 @@ pub async fn verify(candidate: String, stored: Option<String>) -> Result<bool, A
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let parsed = PasswordHash::new(&stored)
             .map_err(|err| AppError::internal(anyhow::anyhow!("stored hash unreadable: {err}")))?;
-        let matches = Argon2::default()
-            .verify_password(candidate.as_bytes(), &parsed)
-            .is_ok();
+        let matches = Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok();
         Ok(known && matches)
     })
     .await
@@ -64,7 +56,8 @@ pub async fn verify(candidate: String, stored: Option<String>) -> Result<bool, A
 }
 
 /// The argon2id hash (default parameters) of a random string nobody knows.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$SqzgLSjJ0FAbbTzHqYbr9wZR8MSoNYR4x1tQ+fsIpQk";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$SqzgLSjJ0FAbbTzHqYbr9wZR8MSoNYR4x1tQ+fsIpQk";
 
 #[cfg(test)]
 mod tests {
@@ -72,15 +65,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_only_its_own_password() {
-        let hash = hash(Password::parse("correct horse").unwrap())
-            .await
-            .unwrap();
+        let hash = hash(Password::parse("correct horse").unwrap()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            verify("correct horse".into(), Some(hash.clone()))
-                .await
-                .unwrap()
-        );
+        assert!(verify("correct horse".into(), Some(hash.clone())).await.unwrap());
         assert!(!verify("wrong horse!".into(), Some(hash)).await.unwrap());
         assert!(!verify("anything at all".into(), None).await.unwrap());
     }

@@ -23,9 +23,7 @@ impl User {
             id: row.get("id"),
             email: row.get("email"),
             name: row.get("name"),
-            email_verified: row
-                .get::<_, Option<DateTime<Utc>>>("email_verified_at")
-                .is_some(),
+            email_verified: row.get::<_, Option<DateTime<Utc>>>("email_verified_at").is_some(),
             created_at: row.get("created_at"),
         }
     }
@@ -59,18 +57,11 @@ pub async fn find_credentials(
     db: &impl GenericClient,
     email: &EmailAddress,
 ) -> Result<Option<(User, String)>, AppError> {
-    let row = db
-        .query_opt(
-            "select * from control.users where email = $1",
-            &[&email.as_str()],
-        )
-        .await?;
+    let row = db.query_opt("select * from control.users where email = $1", &[&email.as_str()]).await?;
     Ok(row.map(|row| (User::from_row(&row), row.get("password_hash"))))
 }
 
 pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, AppError> {
-    let row = db
-        .query_opt("select * from control.users where id = $1", &[&id])
-        .await?;
+    let row = db.query_opt("select * from control.users where id = $1", &[&id]).await?;
     Ok(row.as_ref().map(User::from_row))
 }

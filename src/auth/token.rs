@@ -41,11 +41,7 @@ impl TokenKeys {
     pub fn issue(&self, user_id: Uuid) -> Result<String, AppError> {
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(ACCESS_TOKEN_TTL.as_secs()).unwrap_or(i64::MAX);
-        let claims = Claims {
-            sub: user_id,
-            iat: now,
-            exp: now + ttl,
-        };
+        let claims = Claims { sub: user_id, iat: now, exp: now + ttl };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(AppError::internal)
     }
 
@@ -53,12 +49,7 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Uuid, TokenRejected> {
         match decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => Ok(data.claims.sub),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature
-                ) =>
-            {
+            Err(err) if matches!(err.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(TokenRejected::Expired)
             }
             Err(_) => Err(TokenRejected::Invalid),
@@ -101,11 +92,7 @@ mod tests {
     #[test]
     fn expired_tokens_say_so() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef");
-        let claims = Claims {
-            sub: Uuid::new_v4(),
-            iat: 0,
-            exp: 60,
-        };
+        let claims = Claims { sub: Uuid::new_v4(), iat: 0, exp: 60 };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&token), Err(TokenRejected::Expired));
     }

@@ -32,39 +32,21 @@ pub async fn migrate_and_report(
 ) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::with_draw_target(
         None,
-        if json {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
+        if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
     );
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} migrating tenants {bar:30} {pos}/{len} {elapsed} eta {eta}",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{spinner} migrating tenants {bar:30} {pos}/{len} {elapsed} eta {eta}")
+            .expect("valid template"),
     );
     let set = MigrationSet::tenant();
-    let report = migrate_tenants(
-        pool,
-        &set,
-        jobs,
-        only,
-        |n| bar.set_length(n as u64),
-        || bar.inc(1),
-    )
-    .await?;
+    let report = migrate_tenants(pool, &set, jobs, only, |n| bar.set_length(n as u64), || bar.inc(1)).await?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
     }
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_summary(report: &MigrateReport) {
@@ -76,9 +58,6 @@ fn print_summary(report: &MigrateReport) {
         report.failed.len()
     );
     for failure in &report.failed {
-        println!(
-            "  failed: {} ({}): {}",
-            failure.subdomain, failure.tenant_id, failure.error
-        );
+        println!("  failed: {} ({}): {}", failure.subdomain, failure.tenant_id, failure.error);
     }
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::db::embedded::Durability;
 use crate::db::migrate::migrate_control;
 use crate::db::{build_pool, check_reachable};
+use crate::plans::PlanCatalog;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,13 +51,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            with_database(&cli.config, usize::from(args.jobs) + 2, |pool| {
-                migrate::run(pool, args)
-            })
-            .await
+            with_database(&cli.config, usize::from(args.jobs) + 2, |pool| migrate::run(pool, args)).await
         }
         Command::Tenants(cmd) => {
-            with_database(&cli.config, 4, |pool| tenants::run(pool, cmd)).await
+            let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
+            with_database(&cli.config, 4, |pool| tenants::run(pool, catalog, cmd)).await
         }
     }
 }

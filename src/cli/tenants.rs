@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::db::migrate::MigrationSet;
 use crate::error::AppError;
+use crate::plans::{self, PlanCatalog};
 use crate::tenancy::model::{Subdomain, Tenant, TenantName, TenantStatus};
 use crate::tenancy::provision::{NewTenant, provision};
 use crate::tenancy::{self, repo};
@@ -30,6 +31,8 @@ pub enum TenantsCommand {
     Suspend { subdomain: String },
     /// Serve a suspended tenant again.
     Resume { subdomain: String },
+    /// Move a tenant to another plan (downgrades below current usage are allowed).
+    SetPlan { subdomain: String, plan: String },
     /// Bring one tenant's schema to the latest version.
     Migrate {
         subdomain: String,
@@ -44,7 +47,7 @@ pub enum TenantsCommand {
     },
 }
 
-pub async fn run(pool: Pool, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(pool: Pool, catalog: PlanCatalog, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
@@ -52,13 +55,8 @@ pub async fn run(pool: Pool, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
                 subdomain: Subdomain::parse(&subdomain).map_err(app)?,
                 owner: None,
             };
-            let tenant = provision(&pool, &MigrationSet::tenant(), new)
-                .await
-                .map_err(app)?;
-            println!(
-                "created tenant {} ({}) in schema {}",
-                tenant.subdomain, tenant.id, tenant.schema
-            );
+            let tenant = provision(&pool, &MigrationSet::tenant(), new).await.map_err(app)?;
+            println!("created tenant {} ({}) in schema {}", tenant.subdomain, tenant.id, tenant.schema);
         }
         TenantsCommand::List { json } => {
             let client = pool.get().await?;
@@ -66,28 +64,25 @@ pub async fn run(pool: Pool, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
             print_list(&tenants, json)?;
         }
         TenantsCommand::Suspend { subdomain } => {
-            tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended)
-                .await
-                .map_err(app)?;
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended).await.map_err(app)?;
             println!("suspended {subdomain}");
         }
         TenantsCommand::Resume { subdomain } => {
-            tenancy::set_status(&pool, &subdomain, TenantStatus::Active)
-                .await
-                .map_err(app)?;
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Active).await.map_err(app)?;
             println!("resumed {subdomain}");
         }
+        TenantsCommand::SetPlan { subdomain, plan } => {
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
+            plans::change_plan(&pool, &catalog, tenant.id, &plan).await.map_err(app)?;
+            println!("{subdomain} is now on the {plan} plan (was {})", tenant.plan);
+        }
         TenantsCommand::Migrate { subdomain, json } => {
-            let tenant = tenancy::by_subdomain(&pool, &subdomain)
-                .await
-                .map_err(app)?;
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
             return super::migrate::migrate_and_report(&pool, 1, Some(tenant.id), json).await;
         }
         TenantsCommand::Delete { subdomain, yes } => {
             if !yes {
-                eprintln!(
-                    "this deletes tenant {subdomain:?} and all its data; re-run with --yes to confirm"
-                );
+                eprintln!("this deletes tenant {subdomain:?} and all its data; re-run with --yes to confirm");
                 return Ok(ExitCode::FAILURE);
             }
             let tenant = tenancy::delete(&pool, &subdomain).await.map_err(app)?;
@@ -113,10 +108,7 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
-        "{:<24} {:<10} {:<10} {:>7}  name",
-        "subdomain", "status", "plan", "version"
-    );
+    println!("{:<24} {:<10} {:<10} {:>7}  name", "subdomain", "status", "plan", "version");
     for t in tenants {
         println!(
             "{:<24} {:<10} {:<10} {:>7}  {}",

@@ -81,10 +81,7 @@ impl EmbeddedPostgres {
 
     /// A libpq connection string for the socket, as the superuser `postgres`, database `dbname`.
     pub fn connection_string(&self, dbname: &str) -> String {
-        format!(
-            "host={} port={PORT} user=postgres dbname={dbname}",
-            self.socket_dir.display()
-        )
+        format!("host={} port={PORT} user=postgres dbname={dbname}", self.socket_dir.display())
     }
 
     /// Stops the cluster if this process started it (fast shutdown: open transactions roll
@@ -94,16 +91,9 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.owned = false;
-        let out = self.run(
-            self.pg_ctl()
-                .args(["stop", "-m", "fast", "-w", "-D"])
-                .arg(&self.pgdata),
-        )?;
+        let out = self.run(self.pg_ctl().args(["stop", "-m", "fast", "-w", "-D"]).arg(&self.pgdata))?;
         if !out.status.success() && self.is_running() {
-            bail!(
-                "pg_ctl stop failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         tracing::info!("embedded PostgreSQL stopped");
         Ok(())
@@ -129,24 +119,11 @@ impl EmbeddedPostgres {
     fn initdb(&self) -> anyhow::Result<()> {
         tracing::info!(pgdata = %self.pgdata.display(), "creating the embedded PostgreSQL cluster");
         let mut cmd = self.command("initdb");
-        cmd.args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-instructions",
-            "-D",
-        ])
-        .arg(&self.pgdata);
+        cmd.args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions", "-D"])
+            .arg(&self.pgdata);
         let out = self.run(&mut cmd)?;
         if !out.status.success() {
-            bail!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         // Settings that depend on where DATA_DIR is live in an include rewritten at every start.
         let conf = self.pgdata.join("postgresql.conf");
@@ -181,11 +158,7 @@ impl EmbeddedPostgres {
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let log = self.socket_dir.join("postgres.log");
         let out = self.run(
-            self.pg_ctl()
-                .args(["start", "-w", "-t", "60", "-l"])
-                .arg(&log)
-                .arg("-D")
-                .arg(&self.pgdata),
+            self.pg_ctl().args(["start", "-w", "-t", "60", "-l"]).arg(&log).arg("-D").arg(&self.pgdata),
         )?;
         if !out.status.success() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
@@ -207,14 +180,10 @@ impl EmbeddedPostgres {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
-        cmd.env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .current_dir(&self.socket_dir);
+        cmd.env("LC_ALL", "C").env_remove("PGDATA").current_dir(&self.socket_dir);
         if let Some(user) = &self.run_as {
             use std::os::unix::process::CommandExt;
-            cmd.uid(user.uid.as_raw())
-                .gid(user.gid.as_raw())
-                .env("HOME", &user.dir);
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &user.dir);
         }
         cmd
     }
@@ -223,18 +192,14 @@ impl EmbeddedPostgres {
         // pg_ctl's postmaster inherits stdout/stderr unless they are redirected, and would then hold
         // the caller's pipes open; it logs to its own file, so give it none.
         cmd.stdin(std::process::Stdio::null());
-        cmd.output()
-            .with_context(|| format!("running {:?}", cmd.get_program()))
+        cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))
     }
 }
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         if let Err(err) = self.stop() {
-            tracing::error!(
-                error = format!("{err:#}"),
-                "stopping the embedded PostgreSQL"
-            );
+            tracing::error!(error = format!("{err:#}"), "stopping the embedded PostgreSQL");
         }
     }
 }

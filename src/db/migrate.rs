@@ -38,20 +38,12 @@ pub struct MigrationSet {
 impl MigrationSet {
     /// `migrations/control`, embedded at build time.
     pub fn control() -> Self {
-        Self {
-            migrations: embedded_control::migrations::runner()
-                .get_migrations()
-                .clone(),
-        }
+        Self { migrations: embedded_control::migrations::runner().get_migrations().clone() }
     }
 
     /// `migrations/tenant`, embedded at build time.
     pub fn tenant() -> Self {
-        Self {
-            migrations: embedded_tenant::migrations::runner()
-                .get_migrations()
-                .clone(),
-        }
+        Self { migrations: embedded_tenant::migrations::runner().get_migrations().clone() }
     }
 
     /// Adds a migration given as refinery names it (`V2__add_column`) and its SQL.
@@ -63,11 +55,7 @@ impl MigrationSet {
 
     /// The version a schema has once every migration in the set is applied.
     pub fn latest_version(&self) -> i32 {
-        self.migrations
-            .iter()
-            .map(|m| m.version())
-            .max()
-            .unwrap_or(0)
+        self.migrations.iter().map(|m| m.version()).max().unwrap_or(0)
     }
 
     async fn apply(&self, tx: &Transaction<'_>, history_table: &str) -> anyhow::Result<usize> {
@@ -82,14 +70,10 @@ impl MigrationSet {
 pub async fn migrate_control(pool: &Pool) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("select pg_advisory_xact_lock($1)", &[&CONTROL_LOCK])
-        .await?;
-    tx.batch_execute("create schema if not exists control")
-        .await?;
-    let applied = MigrationSet::control()
-        .apply(&tx, CONTROL_HISTORY)
-        .await
-        .context("applying control migrations")?;
+    tx.execute("select pg_advisory_xact_lock($1)", &[&CONTROL_LOCK]).await?;
+    tx.batch_execute("create schema if not exists control").await?;
+    let applied =
+        MigrationSet::control().apply(&tx, CONTROL_HISTORY).await.context("applying control migrations")?;
     tx.commit().await?;
     if applied > 0 {
         tracing::info!(migrations.applied = applied, "control schema migrated");
@@ -106,11 +90,7 @@ pub async fn migrate_tenant_in_tx(
     set: &MigrationSet,
 ) -> anyhow::Result<usize> {
     lock_schema(tx, schema).await?;
-    tx.execute(
-        "select set_config('search_path', $1, true)",
-        &[&schema.quoted()],
-    )
-    .await?;
+    tx.execute("select set_config('search_path', $1, true)", &[&schema.quoted()]).await?;
     let applied = set.apply(tx, TENANT_HISTORY).await?;
     tx.execute(
         "update control.tenants set migration_version = $2 where id = $1",
@@ -121,16 +101,9 @@ pub async fn migrate_tenant_in_tx(
 }
 
 /// Takes the transaction-scoped advisory lock that serialises all DDL on one tenant schema.
-pub async fn lock_schema(
-    tx: &Transaction<'_>,
-    schema: &SchemaName,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn lock_schema(tx: &Transaction<'_>, schema: &SchemaName) -> Result<(), tokio_postgres::Error> {
     let key = format!("tenantry:{schema}");
-    tx.execute(
-        "select pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&key],
-    )
-    .await?;
+    tx.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
     Ok(())
 }
 
@@ -172,19 +145,13 @@ pub async fn migrate_tenants(
         )
         .await?;
     let total: i64 = client
-        .query_one(
-            "select count(*) from control.tenants where $1::uuid is null or id = $1",
-            &[&only],
-        )
+        .query_one("select count(*) from control.tenants where $1::uuid is null or id = $1", &[&only])
         .await?
         .get(0);
     drop(client);
     on_pending(pending.len());
 
-    let mut report = MigrateReport {
-        target_version: target,
-        ..Default::default()
-    };
+    let mut report = MigrateReport { target_version: target, ..Default::default() };
     report.up_to_date = usize::try_from(total)? - pending.len();
     let results = futures::stream::iter(pending)
         .map(|row| async move {
@@ -204,23 +171,14 @@ pub async fn migrate_tenants(
             Err(err) => {
                 let error = format!("{err:#}");
                 tracing::warn!(tenant.id = %tenant_id, error, "tenant migration failed");
-                report.failed.push(TenantFailure {
-                    tenant_id,
-                    subdomain,
-                    error,
-                });
+                report.failed.push(TenantFailure { tenant_id, subdomain, error });
             }
         }
     }
     Ok(report)
 }
 
-async fn migrate_one(
-    pool: &Pool,
-    id: Uuid,
-    schema: String,
-    set: &MigrationSet,
-) -> anyhow::Result<usize> {
+async fn migrate_one(pool: &Pool, id: Uuid, schema: String, set: &MigrationSet) -> anyhow::Result<usize> {
     let schema = SchemaName::parse(&schema)?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -260,8 +218,7 @@ impl AsyncQuery<Vec<Migration>> for InTx<'_> {
                     row.get(0),
                     row.get(1),
                     // Refinery writes both columns itself, in these formats.
-                    OffsetDateTime::parse(&applied_on, &Rfc3339)
-                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    OffsetDateTime::parse(&applied_on, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH),
                     checksum.parse().unwrap_or_default(),
                 )
             })

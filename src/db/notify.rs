@@ -28,19 +28,16 @@ pub enum BusEvent {
 
 /// Announces a tenant change; delivered to listeners when the surrounding transaction commits.
 pub async fn tenant_changed(db: &impl GenericClient, tenant_id: Uuid) -> Result<(), AppError> {
-    db.execute(
-        "select pg_notify($1, $2)",
-        &[&TENANT_CHANGED, &tenant_id.to_string()],
-    )
-    .await?;
+    db.execute("select pg_notify($1, $2)", &[&TENANT_CHANGED, &tenant_id.to_string()]).await?;
     Ok(())
 }
 
 /// Listens until aborted, reconnecting with backoff after a dropped connection.
-pub fn spawn_listener(
-    config: tokio_postgres::Config,
-    on_event: impl Fn(BusEvent) + Send + Sync + 'static,
-) -> JoinHandle<()> {
+pub fn spawn_listener<F, Fut>(config: tokio_postgres::Config, on_event: F) -> JoinHandle<()>
+where
+    F: Fn(BusEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -55,9 +52,9 @@ pub fn spawn_listener(
                 })
                 .await
                 .expect("retries without limit");
-            on_event(BusEvent::Connected);
+            on_event(BusEvent::Connected).await;
             while let Some(payload) = notifications.recv().await {
-                on_event(BusEvent::TenantChanged(payload));
+                on_event(BusEvent::TenantChanged(payload)).await;
             }
             drop(client);
             tracing::warn!("notification listener: connection lost; reconnecting");
@@ -88,8 +85,6 @@ async fn listen(
             }
         }
     });
-    client
-        .batch_execute(&format!("listen {TENANT_CHANGED}"))
-        .await?;
+    client.batch_execute(&format!("listen {TENANT_CHANGED}")).await?;
     Ok((client, rx))
 }

@@ -33,29 +33,16 @@ impl TenantTx {
     /// Takes a connection for `schema`. Nothing is sent until the first statement.
     pub async fn begin(pool: &Pool, schema: &SchemaName) -> Result<Self, AppError> {
         let client = pool.get().await?;
-        Ok(Self {
-            client: Some(client),
-            search_path: schema.quoted(),
-            state: State::Pending,
-        })
+        Ok(Self { client: Some(client), search_path: schema.quoted(), state: State::Pending })
     }
 
     fn client(&self) -> &Object {
-        self.client
-            .as_ref()
-            .expect("client is present until the transaction finishes")
+        self.client.as_ref().expect("client is present until the transaction finishes")
     }
 
     /// Runs `sql` and returns its rows.
-    pub async fn query(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, AppError> {
-        self.run(sql, async |client, statement| {
-            client.query(statement, params).await
-        })
-        .await
+    pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, AppError> {
+        self.run(sql, async |client, statement| client.query(statement, params).await).await
     }
 
     /// Runs `sql`, which must return at most one row.
@@ -64,34 +51,17 @@ impl TenantTx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, AppError> {
-        self.run(sql, async |client, statement| {
-            client.query_opt(statement, params).await
-        })
-        .await
+        self.run(sql, async |client, statement| client.query_opt(statement, params).await).await
     }
 
     /// Runs `sql`, which must return exactly one row.
-    pub async fn query_one(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, AppError> {
-        self.run(sql, async |client, statement| {
-            client.query_one(statement, params).await
-        })
-        .await
+    pub async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, AppError> {
+        self.run(sql, async |client, statement| client.query_one(statement, params).await).await
     }
 
     /// Runs `sql` and returns the number of rows it touched.
-    pub async fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, AppError> {
-        self.run(sql, async |client, statement| {
-            client.execute(statement, params).await
-        })
-        .await
+    pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, AppError> {
+        self.run(sql, async |client, statement| client.execute(statement, params).await).await
     }
 
     /// Runs `op` with `sql` as a cached prepared statement, opening the transaction first if needed.

@@ -12,7 +12,7 @@ use crate::auth::token::TokenRejected;
 use crate::db::TenantTx;
 use crate::error::AppError;
 use crate::members::Role;
-use crate::tenancy::model::Tenant;
+use crate::plans::TenantAccess;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy)]
@@ -25,14 +25,15 @@ pub enum Caller {
 
 pub struct RequestCtx {
     pub state: AppState,
-    pub tenant: Option<Arc<Tenant>>,
+    /// The tenant the request names, with its plan.
+    pub tenant: Option<Arc<TenantAccess>>,
     pub caller: Caller,
     /// The caller's role in the tenant, looked up once per request.
     role: OnceCell<Role>,
 }
 
 impl RequestCtx {
-    pub fn new(state: AppState, tenant: Option<Arc<Tenant>>, headers: &HeaderMap) -> Self {
+    pub fn new(state: AppState, tenant: Option<Arc<TenantAccess>>, headers: &HeaderMap) -> Self {
         let caller = match headers.get(axum::http::header::AUTHORIZATION) {
             None => Caller::Anonymous,
             Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
@@ -43,12 +44,7 @@ impl RequestCtx {
                 None => Caller::Rejected(TokenRejected::Invalid),
             },
         };
-        Self {
-            state,
-            tenant,
-            caller,
-            role: OnceCell::new(),
-        }
+        Self { state, tenant, caller, role: OnceCell::new() }
     }
 
     /// The signed-in user, or `UNAUTHENTICATED`.
@@ -56,14 +52,14 @@ impl RequestCtx {
         match self.caller {
             Caller::User(id) => Ok(id),
             Caller::Rejected(reason) => Err(reason.into()),
-            Caller::Anonymous => Err(AppError::Unauthenticated(
-                "sign in first: send `Authorization: Bearer <access token>`",
-            )),
+            Caller::Anonymous => {
+                Err(AppError::Unauthenticated("sign in first: send `Authorization: Bearer <access token>`"))
+            }
         }
     }
 
     /// The request's tenant, or `TENANT_NOT_FOUND` explaining how to name one.
-    pub fn tenant(&self) -> Result<&Arc<Tenant>, AppError> {
+    pub fn tenant(&self) -> Result<&Arc<TenantAccess>, AppError> {
         self.tenant.as_ref().ok_or_else(|| {
             AppError::TenantNotFound(
                 "this operation needs a tenant: send `X-Tenant: <subdomain>` or use \
@@ -76,14 +72,10 @@ impl RequestCtx {
     /// The caller's role in the request's tenant; `FORBIDDEN` for non-members.
     pub async fn role(&self) -> Result<Role, AppError> {
         let user_id = self.user_id()?;
-        let tenant = self.tenant()?;
+        let tenant_id = self.tenant()?.tenant.id;
         self.role
             .get_or_try_init(|| async {
-                let role = self
-                    .state
-                    .members
-                    .role(&self.state.pool, tenant.id, user_id)
-                    .await?;
+                let role = self.state.members.role(&self.state.pool, tenant_id, user_id).await?;
                 role.ok_or(AppError::Forbidden("you are not a member of this tenant"))
             })
             .await
@@ -93,7 +85,7 @@ impl RequestCtx {
     /// A transaction on the tenant's schema, for members only. The one path to tenant data.
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
         self.role().await?;
-        let tenant = self.tenant()?;
-        TenantTx::begin(&self.state.pool, &tenant.schema).await
+        let schema = &self.tenant()?.tenant.schema;
+        TenantTx::begin(&self.state.pool, schema).await
     }
 }

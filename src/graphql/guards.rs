@@ -5,6 +5,7 @@ use async_graphql::{Context, Guard};
 use super::context::RequestCtx;
 use crate::error::AppError;
 use crate::members::Role;
+use crate::plans::Feature;
 
 /// Requires a member of the request's tenant whose role is `min` or more privileged.
 pub struct RoleGuard {
@@ -24,10 +25,34 @@ impl Guard for RoleGuard {
         if role <= self.min {
             Ok(())
         } else {
-            Err(
-                AppError::Forbidden("your role in this tenant does not allow this operation")
-                    .into(),
-            )
+            Err(AppError::Forbidden("your role in this tenant does not allow this operation").into())
         }
+    }
+}
+
+/// Requires the request's tenant to be on a plan with `feature` (when `active`).
+pub struct FeatureGuard {
+    feature: Feature,
+    active: bool,
+}
+
+impl FeatureGuard {
+    pub fn new(feature: Feature) -> Self {
+        Self { feature, active: true }
+    }
+
+    /// Applies the guard only when `active`, e.g. only when a gated argument is given.
+    pub fn only_if(self, active: bool) -> Self {
+        Self { active, ..self }
+    }
+}
+
+impl Guard for FeatureGuard {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        let rc = ctx.data::<RequestCtx>()?;
+        Ok(rc.tenant()?.require(self.feature, &rc.state.plans)?)
     }
 }

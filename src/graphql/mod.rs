@@ -2,32 +2,30 @@
 
 pub mod context;
 pub mod guards;
+pub mod scalars;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::auth::graphql::{AuthMutation, AuthQuery};
 use crate::health::graphql::HealthQuery;
+use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(HealthQuery, AuthQuery, TenantQuery, ProjectQuery);
+pub struct QueryRoot(HealthQuery, PlanQuery, AuthQuery, TenantQuery, ProjectQuery);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(AuthMutation, TenantMutation, ProjectMutation);
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {
-    Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
-        EmptySubscription,
-    )
-    .limit_depth(16)
-    .limit_complexity(2_000)
-    .finish()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+        .limit_depth(16)
+        .limit_complexity(2_000)
+        .finish()
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

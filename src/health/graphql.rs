@@ -23,12 +23,7 @@ impl HealthQuery {
         let state = &ctx.data::<RequestCtx>()?.state;
         let latency = super::database_latency(state).await;
         Ok(Health {
-            status: if latency.is_some() {
-                "healthy"
-            } else {
-                "unhealthy"
-            }
-            .into(),
+            status: if latency.is_some() { "healthy" } else { "unhealthy" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: state.started_at.elapsed().as_secs(),
             database_latency_ms: latency.map(|d| d.as_secs_f64() * 1000.0),

@@ -63,11 +63,7 @@ pub async fn database_latency(state: &AppState) -> Option<Duration> {
         let client = state.pool.get().await.ok()?;
         client.simple_query("select 1").await.ok()
     };
-    tokio::time::timeout(DB_TIMEOUT, probe)
-        .await
-        .ok()
-        .flatten()
-        .map(|_| started.elapsed())
+    tokio::time::timeout(DB_TIMEOUT, probe).await.ok().flatten().map(|_| started.elapsed())
 }
 
 pub async fn report(state: &AppState) -> HealthReport {
@@ -87,10 +83,7 @@ pub async fn report(state: &AppState) -> HealthReport {
                 status: status(latency.is_some()),
                 latency_ms: latency.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
             },
-            memory: MemoryCheck {
-                status: "healthy",
-                rss_bytes: rss,
-            },
+            memory: MemoryCheck { status: "healthy", rss_bytes: rss },
             tenants: TenantsCheck {
                 status: status(counts.is_some()),
                 total: counts.map(|c| c.0),
@@ -112,11 +105,7 @@ pub fn rss_bytes() -> Option<u64> {
 
 pub async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
     let report = report(&state).await;
-    let code = if report.status == "healthy" {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if report.status == "healthy" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(report))
 }
 
@@ -127,10 +116,7 @@ pub async fn livez() -> impl IntoResponse {
 /// Ready when the database answers; load balancers stop sending traffic on 503.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match database_latency(&state).await {
-        Some(_) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        ),
+        Some(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "unavailable", "reason": "database unreachable" })),

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::graphql::context::RequestCtx;
-use crate::tenancy::resolve::resolve;
+use crate::tenancy::resolve::Resolver;
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -17,7 +17,14 @@ pub async fn handler(
     request: GraphQLRequest,
 ) -> Response {
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
-    let tenant = match resolve(&state.tenants, &state.pool, &headers, &state.base_domain).await {
+    let resolver = Resolver {
+        tenants: &state.tenants,
+        access: &state.access,
+        catalog: &state.plans,
+        pool: &state.pool,
+        base_domain: &state.base_domain,
+    };
+    let tenant = match resolver.resolve(&headers).await {
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
@@ -27,12 +34,7 @@ pub async fn handler(
             "message": "mutations must be sent with POST",
             "extensions": { "code": "VALIDATION" }
         }]});
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            axum::Json(body),
-        )
-            .into_response();
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
     let ctx = RequestCtx::new(state.clone(), tenant, &headers);
     GraphQLResponse::from(state.schema.execute(request.data(ctx)).await).into_response()
@@ -47,9 +49,7 @@ fn is_mutation(request: &mut async_graphql::Request) -> bool {
     match &doc.operations {
         DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
         DocumentOperations::Multiple(ops) => match name {
-            Some(name) => ops
-                .get(name.as_str())
-                .is_some_and(|op| op.node.ty == OperationType::Mutation),
+            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Mutation),
             None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
         },
     }

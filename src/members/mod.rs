@@ -45,12 +45,7 @@ pub struct MemberCache(Cache<(Uuid, Uuid), Option<Role>>);
 
 impl MemberCache {
     pub fn new(ttl: Duration) -> Self {
-        Self(
-            Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        )
+        Self(Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
     }
 
     /// The user's role in the tenant; concurrent misses for one key share a single query.

@@ -50,9 +50,7 @@ impl ProjectQuery {
         after: Option<ID>,
     ) -> async_graphql::Result<Vec<ProjectObject>> {
         if !(1..=MAX_PAGE).contains(&first) {
-            return Err(
-                AppError::validation("first", format!("must be between 1 and {MAX_PAGE}")).into(),
-            );
+            return Err(AppError::validation("first", format!("must be between 1 and {MAX_PAGE}")).into());
         }
         let after = after.map(|id| parse_id(&id)).transpose()?;
         let mut tx = ctx.data::<RequestCtx>()?.tenant_tx().await?;
@@ -106,14 +104,9 @@ impl ProjectMutation {
         let name = name.as_deref().map(ProjectName::parse).transpose()?;
         let description = parse_description(description.as_deref())?;
         let mut tx = ctx.data::<RequestCtx>()?.tenant_tx().await?;
-        let project = repo::update(
-            &mut tx,
-            id,
-            name.as_ref().map(ProjectName::as_str),
-            description,
-        )
-        .await?
-        .ok_or(AppError::NotFound("project"))?;
+        let project = repo::update(&mut tx, id, name.as_ref().map(ProjectName::as_str), description)
+            .await?
+            .ok_or(AppError::NotFound("project"))?;
         tx.commit().await?;
         Ok(project.into())
     }

@@ -14,10 +14,7 @@ impl ProjectName {
     pub fn parse(raw: &str) -> Result<Self, AppError> {
         let name = raw.trim();
         if !(1..=200).contains(&name.chars().count()) {
-            return Err(AppError::validation(
-                "name",
-                "must be 1 to 200 characters long",
-            ));
+            return Err(AppError::validation("name", "must be 1 to 200 characters long"));
         }
         Ok(Self(name.to_owned()))
     }
@@ -30,10 +27,9 @@ impl ProjectName {
 /// A project description: at most 10,000 characters.
 pub fn parse_description(raw: Option<&str>) -> Result<Option<&str>, AppError> {
     match raw {
-        Some(text) if text.chars().count() > 10_000 => Err(AppError::validation(
-            "description",
-            "must be at most 10000 characters long",
-        )),
+        Some(text) if text.chars().count() > 10_000 => {
+            Err(AppError::validation("description", "must be at most 10000 characters long"))
+        }
         other => Ok(other),
     }
 }

@@ -47,9 +47,7 @@ pub async fn list(tx: &mut TenantTx, first: i64, after: Option<Uuid>) -> DbResul
 }
 
 pub async fn find(tx: &mut TenantTx, id: Uuid) -> DbResult<Option<Project>> {
-    let row = tx
-        .query_opt("select * from projects where id = $1", &[&id])
-        .await?;
+    let row = tx.query_opt("select * from projects where id = $1", &[&id]).await?;
     Ok(row.as_ref().map(Project::from_row))
 }
 
@@ -87,8 +85,5 @@ pub async fn update(
 }
 
 pub async fn delete(tx: &mut TenantTx, id: Uuid) -> DbResult<bool> {
-    Ok(tx
-        .execute("delete from projects where id = $1", &[&id])
-        .await?
-        == 1)
+    Ok(tx.execute("delete from projects where id = $1", &[&id]).await? == 1)
 }

@@ -1,48 +1,51 @@
-//! GraphQL: `createTenant`, `myTenants`, `tenant`.
+//! GraphQL: `createTenant`, `updateTenant`, `myTenants`, `tenant`.
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 
-use super::model::{Tenant, TenantStatus};
+use super::model::TenantStatus;
 use super::repo;
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::RoleGuard;
+use crate::graphql::guards::{FeatureGuard, RoleGuard};
 use crate::members::Role;
+use crate::plans::graphql::PlanObject;
+use crate::plans::{Feature, TenantAccess};
 
-/// A customer organisation, with the caller's role in it.
+/// A customer organisation, with its plan and the caller's role in it.
 pub struct TenantObject {
-    tenant: Arc<Tenant>,
+    access: Arc<TenantAccess>,
     role: Option<Role>,
 }
 
 #[Object(name = "Tenant")]
 impl TenantObject {
     async fn id(&self) -> ID {
-        ID(self.tenant.id.to_string())
+        ID(self.access.tenant.id.to_string())
     }
     async fn name(&self) -> &str {
-        &self.tenant.name
+        &self.access.tenant.name
     }
     async fn subdomain(&self) -> &str {
-        &self.tenant.subdomain
+        &self.access.tenant.subdomain
     }
+    /// The tenant's custom domain, if any (needs the `custom_domain` feature to set).
     async fn domain(&self) -> Option<&str> {
-        self.tenant.domain.as_deref()
+        self.access.tenant.domain.as_deref()
     }
-    async fn plan(&self) -> &str {
-        &self.tenant.plan
+    async fn plan(&self) -> PlanObject {
+        PlanObject(self.access.plan.clone())
     }
     async fn status(&self) -> TenantStatus {
-        self.tenant.status
+        self.access.tenant.status
     }
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.tenant.expires_at
+        self.access.tenant.expires_at
     }
     async fn created_at(&self) -> DateTime<Utc> {
-        self.tenant.created_at
+        self.access.tenant.created_at
     }
     /// The caller's role in this tenant.
     async fn role(&self) -> Option<Role> {
@@ -63,7 +66,7 @@ impl TenantQuery {
         Ok(rows
             .into_iter()
             .map(|(tenant, role)| TenantObject {
-                tenant: Arc::new(tenant),
+                access: Arc::new(TenantAccess::new(tenant, &rc.state.plans)),
                 role: Role::from_db(&role),
             })
             .collect())
@@ -73,10 +76,7 @@ impl TenantQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Viewer)")]
     async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<TenantObject> {
         let rc = ctx.data::<RequestCtx>()?;
-        Ok(TenantObject {
-            tenant: rc.tenant()?.clone(),
-            role: Some(rc.role().await?),
-        })
+        Ok(TenantObject { access: rc.tenant()?.clone(), role: Some(rc.role().await?) })
     }
 }
 
@@ -94,9 +94,24 @@ impl TenantMutation {
     ) -> async_graphql::Result<TenantObject> {
         let rc = ctx.data::<RequestCtx>()?;
         let tenant = super::create_for_user(&rc.state, rc.user_id()?, &name, &subdomain).await?;
-        Ok(TenantObject {
-            tenant: Arc::new(tenant),
-            role: Some(Role::Owner),
-        })
+        let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
+        Ok(TenantObject { access, role: Some(Role::Owner) })
+    }
+
+    /// Renames the request's tenant and/or sets its custom domain (`null` removes it). Setting a
+    /// domain needs the `custom_domain` feature. OWNER or ADMIN.
+    #[graphql(guard = "RoleGuard::at_least(Role::Admin)
+        .and(FeatureGuard::new(Feature::CustomDomain).only_if(domain.is_value()))")]
+    async fn update_tenant(
+        &self,
+        ctx: &Context<'_>,
+        name: Option<String>,
+        domain: MaybeUndefined<String>,
+    ) -> async_graphql::Result<TenantObject> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let access = rc.tenant()?;
+        let tenant = super::update(&rc.state, &access.tenant, name.as_deref(), domain.as_opt_deref()).await?;
+        let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
+        Ok(TenantObject { access, role: Some(rc.role().await?) })
     }
 }

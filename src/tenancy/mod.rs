@@ -9,7 +9,7 @@ pub mod resolve;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use self::model::{Subdomain, Tenant, TenantName, TenantStatus};
+use self::model::{Domain, Subdomain, Tenant, TenantName, TenantStatus};
 use self::provision::{NewTenant, provision};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -31,23 +31,56 @@ pub async fn create_for_user(
     Ok(tenant)
 }
 
+/// Renames a tenant and/or changes its custom domain (`Some(None)` removes it).
+#[tracing::instrument(skip_all, fields(tenant.id = %tenant.id))]
+pub async fn update(
+    state: &AppState,
+    tenant: &Tenant,
+    name: Option<&str>,
+    domain: Option<Option<&str>>,
+) -> Result<Tenant, AppError> {
+    let name = name.map(TenantName::parse).transpose()?;
+    let domain = domain.map(|d| d.map(|d| Domain::parse(d, &state.base_domain)).transpose()).transpose()?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "update control.tenants set
+                 name = coalesce($2, name),
+                 domain = case when $3 then $4 else domain end,
+                 updated_at = now()
+             where id = $1 returning *",
+            &[
+                &tenant.id,
+                &name.as_ref().map(TenantName::as_str),
+                &domain.is_some(),
+                &domain.as_ref().and_then(|d| d.as_ref().map(Domain::as_str)),
+            ],
+        )
+        .await
+        .map_err(|err| match crate::error::violated_constraint(&err) {
+            Some("tenants_domain_key") => AppError::Conflict {
+                field: "domain",
+                message: "this domain is already used by another tenant".into(),
+            },
+            _ => err.into(),
+        })?;
+    crate::db::notify::tenant_changed(&tx, tenant.id).await?;
+    tx.commit().await?;
+    Tenant::from_row(&row)
+}
+
 /// Finds a tenant by subdomain, or `TENANT_NOT_FOUND`.
 pub async fn by_subdomain(pool: &Pool, subdomain: &str) -> Result<Tenant, AppError> {
     let client = pool.get().await?;
     repo::find_by_subdomain(&client, subdomain)
         .await?
-        .ok_or_else(|| {
-            AppError::TenantNotFound(format!("no tenant has the subdomain {subdomain:?}"))
-        })
+        .ok_or_else(|| AppError::TenantNotFound(format!("no tenant has the subdomain {subdomain:?}")))
 }
 
 /// Suspends or reactivates a tenant; every replica forgets its cached copy.
 #[tracing::instrument(skip_all, fields(tenant.id))]
-pub async fn set_status(
-    pool: &Pool,
-    subdomain: &str,
-    status: TenantStatus,
-) -> Result<Tenant, AppError> {
+pub async fn set_status(pool: &Pool, subdomain: &str, status: TenantStatus) -> Result<Tenant, AppError> {
     let tenant = by_subdomain(pool, subdomain).await?;
     tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
     let mut client = pool.get().await?;
@@ -66,13 +99,8 @@ pub async fn delete(pool: &Pool, subdomain: &str) -> Result<Tenant, AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     crate::db::migrate::lock_schema(&tx, &tenant.schema).await?;
-    tx.batch_execute(&format!(
-        "drop schema if exists {} cascade",
-        tenant.schema.quoted()
-    ))
-    .await?;
-    tx.execute("delete from control.tenants where id = $1", &[&tenant.id])
-        .await?;
+    tx.batch_execute(&format!("drop schema if exists {} cascade", tenant.schema.quoted())).await?;
+    tx.execute("delete from control.tenants where id = $1", &[&tenant.id]).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     tx.commit().await?;
     tracing::info!("tenant deleted");

@@ -12,16 +12,7 @@ use crate::error::AppError;
 pub struct Subdomain(String);
 
 /// Names that would collide with the product's own hosts.
-const RESERVED: &[&str] = &[
-    "www",
-    "api",
-    "app",
-    "admin",
-    "mail",
-    "status",
-    "static",
-    "playground",
-];
+const RESERVED: &[&str] = &["www", "api", "app", "admin", "mail", "status", "static", "playground"];
 
 impl Subdomain {
     pub fn parse(raw: &str) -> Result<Self, AppError> {
@@ -29,10 +20,7 @@ impl Subdomain {
         if !(3..=50).contains(&raw.len()) {
             return invalid("must be 3 to 50 characters long");
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return invalid("may contain only lowercase letters a-z, digits and '-'");
         }
         if raw.starts_with('-') || raw.ends_with('-') {
@@ -49,6 +37,39 @@ impl Subdomain {
     }
 }
 
+/// A custom domain: a lowercase host name with at least two labels, outside `BASE_DOMAIN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn parse(raw: &str, base_domain: &str) -> Result<Self, AppError> {
+        let host = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        let invalid = |message: &str| Err(AppError::validation("domain", message));
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.len() > 253 || host.split('.').count() < 2 || !host.split('.').all(label_ok) {
+            return invalid("must be a host name such as app.example.com");
+        }
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return invalid("must be a host name, not an IP address");
+        }
+        if host == base_domain || host.ends_with(&format!(".{base_domain}")) {
+            return invalid(
+                "must not be under the service's own domain; tenants get subdomains of it already",
+            );
+        }
+        Ok(Self(host))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A tenant's display name: 2–100 characters after trimming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantName(String);
@@ -58,16 +79,10 @@ impl TenantName {
         let name = raw.trim();
         let chars = name.chars().count();
         if !(2..=100).contains(&chars) {
-            return Err(AppError::validation(
-                "name",
-                "must be 2 to 100 characters long",
-            ));
+            return Err(AppError::validation("name", "must be 2 to 100 characters long"));
         }
         if name.chars().any(char::is_control) {
-            return Err(AppError::validation(
-                "name",
-                "must not contain control characters",
-            ));
+            return Err(AppError::validation("name", "must not contain control characters"));
         }
         Ok(Self(name.to_owned()))
     }
@@ -161,18 +176,16 @@ mod tests {
         for ok in ["acme", "a-1", "abc", &"x".repeat(50)] {
             assert!(Subdomain::parse(ok).is_ok(), "{ok} refused");
         }
-        for bad in [
-            "ab",
-            "Acme",
-            "acme_co",
-            "acme.co",
-            "-acme",
-            "acme-",
-            "www",
-            "",
-            &"x".repeat(51),
-        ] {
+        for bad in ["ab", "Acme", "acme_co", "acme.co", "-acme", "acme-", "www", "", &"x".repeat(51)] {
             assert!(Subdomain::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn custom_domains_are_host_names_outside_the_base_domain() {
+        assert_eq!(Domain::parse("App.Acme.io.", "example.com").unwrap().as_str(), "app.acme.io");
+        for bad in ["acme", "acme..io", "-a.io", "10.0.0.1", "x.example.com", "example.com", "a b.io"] {
+            assert!(Domain::parse(bad, "example.com").is_err(), "{bad} accepted");
         }
     }
 

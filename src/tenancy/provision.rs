@@ -20,11 +20,7 @@ pub struct NewTenant {
 }
 
 #[tracing::instrument(skip_all, fields(tenant.id))]
-pub async fn provision(
-    pool: &Pool,
-    migrations: &MigrationSet,
-    new: NewTenant,
-) -> Result<Tenant, AppError> {
+pub async fn provision(pool: &Pool, migrations: &MigrationSet, new: NewTenant) -> Result<Tenant, AppError> {
     let id = Uuid::new_v4();
     tracing::Span::current().record("tenant.id", tracing::field::display(id));
     let schema = SchemaName::for_tenant(id);
@@ -33,36 +29,22 @@ pub async fn provision(
     tx.execute(
         "insert into control.tenants (id, name, subdomain, owner_id, schema_name)
          values ($1, $2, $3, $4, $5)",
-        &[
-            &id,
-            &new.name.as_str(),
-            &new.subdomain.as_str(),
-            &new.owner,
-            &schema.as_str(),
-        ],
+        &[&id, &new.name.as_str(), &new.subdomain.as_str(), &new.owner, &schema.as_str()],
     )
     .await
     .map_err(|err| match violated_constraint(&err) {
         Some("tenants_subdomain_key") => AppError::Conflict {
             field: "subdomain",
-            message: format!(
-                "the subdomain {:?} is already taken",
-                new.subdomain.as_str()
-            ),
+            message: format!("the subdomain {:?} is already taken", new.subdomain.as_str()),
         },
         _ => err.into(),
     })?;
     if let Some(owner) = new.owner {
         members_repo::insert(&tx, id, owner, Role::Owner).await?;
     }
-    tx.batch_execute(&format!("create schema {}", schema.quoted()))
-        .await?;
-    migrate_tenant_in_tx(&tx, id, &schema, migrations)
-        .await
-        .map_err(AppError::Internal)?;
-    let row = tx
-        .query_one("select * from control.tenants where id = $1", &[&id])
-        .await?;
+    tx.batch_execute(&format!("create schema {}", schema.quoted())).await?;
+    migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
+    let row = tx.query_one("select * from control.tenants where id = $1", &[&id]).await?;
     tx.commit().await?;
     tracing::info!("tenant provisioned");
     Tenant::from_row(&row)

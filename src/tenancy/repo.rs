@@ -6,32 +6,28 @@ use uuid::Uuid;
 use super::model::{Tenant, TenantStatus};
 use crate::error::AppError;
 
-pub async fn find_by_subdomain(
-    db: &impl GenericClient,
-    subdomain: &str,
-) -> Result<Option<Tenant>, AppError> {
-    db.query_opt(
-        "select * from control.tenants where subdomain = $1",
-        &[&subdomain],
-    )
-    .await?
-    .as_ref()
-    .map(Tenant::from_row)
-    .transpose()
+pub async fn find_by_subdomain(db: &impl GenericClient, subdomain: &str) -> Result<Option<Tenant>, AppError> {
+    db.query_opt("select * from control.tenants where subdomain = $1", &[&subdomain])
+        .await?
+        .as_ref()
+        .map(Tenant::from_row)
+        .transpose()
 }
 
-pub async fn find_by_domain(
-    db: &impl GenericClient,
-    domain: &str,
-) -> Result<Option<Tenant>, AppError> {
-    db.query_opt(
-        "select * from control.tenants where domain = $1",
-        &[&domain],
-    )
-    .await?
-    .as_ref()
-    .map(Tenant::from_row)
-    .transpose()
+pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Option<Tenant>, AppError> {
+    db.query_opt("select * from control.tenants where id = $1", &[&id])
+        .await?
+        .as_ref()
+        .map(Tenant::from_row)
+        .transpose()
+}
+
+pub async fn find_by_domain(db: &impl GenericClient, domain: &str) -> Result<Option<Tenant>, AppError> {
+    db.query_opt("select * from control.tenants where domain = $1", &[&domain])
+        .await?
+        .as_ref()
+        .map(Tenant::from_row)
+        .transpose()
 }
 
 pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tenant>, AppError> {
@@ -58,11 +54,7 @@ pub async fn list_for_user(
 }
 
 /// Sets the status and tells every replica, in the same transaction.
-pub async fn set_status(
-    db: &impl GenericClient,
-    id: Uuid,
-    status: TenantStatus,
-) -> Result<bool, AppError> {
+pub async fn set_status(db: &impl GenericClient, id: Uuid, status: TenantStatus) -> Result<bool, AppError> {
     let changed = db
         .execute(
             "update control.tenants set status = $2, updated_at = now() where id = $1",
@@ -75,10 +67,7 @@ pub async fn set_status(
 
 pub async fn count(db: &impl GenericClient) -> Result<(i64, i64), AppError> {
     let row = db
-        .query_one(
-            "select count(*), count(*) filter (where status = 'active') from control.tenants",
-            &[],
-        )
+        .query_one("select count(*), count(*) filter (where status = 'active') from control.tenants", &[])
         .await?;
     Ok((row.get(0), row.get(1)))
 }

@@ -7,9 +7,12 @@ use axum::http::HeaderMap;
 use deadpool_postgres::Pool;
 use moka::future::Cache;
 
-use super::model::{Subdomain, Tenant};
+use uuid::Uuid;
+
+use super::model::Subdomain;
 use super::repo;
 use crate::error::AppError;
+use crate::plans::{AccessCache, PlanCatalog, TenantAccess};
 
 /// How a request names its tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,19 +25,12 @@ pub enum TenantKey {
 /// IP addresses and unknown custom domains name no tenant.
 pub fn tenant_key(headers: &HeaderMap, base_domain: &str) -> Result<Option<TenantKey>, AppError> {
     if let Some(value) = headers.get("x-tenant") {
-        let raw = value
-            .to_str()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let raw = value.to_str().unwrap_or_default().trim().to_ascii_lowercase();
         return Subdomain::parse(&raw)
             .map(|sub| Some(TenantKey::Subdomain(sub.as_str().to_owned())))
             .map_err(|_| unknown_subdomain(&raw));
     }
-    let Some(host) = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
+    let Some(host) = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()) else {
         return Ok(None);
     };
     Ok(host_key(host, base_domain))
@@ -48,10 +44,7 @@ fn host_key(host: &str, base_domain: &str) -> Option<TenantKey> {
     if host == base_domain || host.strip_prefix("www.") == Some(base_domain) {
         return None;
     }
-    match host
-        .strip_suffix(base_domain)
-        .and_then(|rest| rest.strip_suffix('.'))
-    {
+    match host.strip_suffix(base_domain).and_then(|rest| rest.strip_suffix('.')) {
         Some(sub) => Some(TenantKey::Subdomain(sub.to_owned())),
         None => Some(TenantKey::Domain(host)),
     }
@@ -60,11 +53,7 @@ fn host_key(host: &str, base_domain: &str) -> Option<TenantKey> {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // An IPv6 literal: keep the brackets' content only.
-        return host
-            .split(']')
-            .next()
-            .map(|h| h.trim_start_matches('['))
-            .unwrap_or(host);
+        return host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host);
     }
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
@@ -75,21 +64,16 @@ fn unknown_subdomain(sub: &str) -> AppError {
     ))
 }
 
-/// `TenantKey → tenant` (or known absence), single-flight per key, cleared on `tenant_changed`.
+/// `TenantKey → tenant id` (or known absence), single-flight per key, cleared on `tenant_changed`.
 #[derive(Clone)]
-pub struct TenantCache(Cache<TenantKey, Option<Arc<Tenant>>>);
+pub struct TenantCache(Cache<TenantKey, Option<Uuid>>);
 
 impl TenantCache {
     pub fn new(ttl: Duration) -> Self {
-        Self(
-            Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        )
+        Self(Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
     }
 
-    pub async fn get(&self, pool: &Pool, key: &TenantKey) -> Result<Option<Arc<Tenant>>, AppError> {
+    pub async fn get(&self, pool: &Pool, key: &TenantKey) -> Result<Option<Uuid>, AppError> {
         self.0
             .try_get_with_by_ref(key, async {
                 let client = pool.get().await?;
@@ -97,7 +81,7 @@ impl TenantCache {
                     TenantKey::Subdomain(sub) => repo::find_by_subdomain(&client, sub).await?,
                     TenantKey::Domain(domain) => repo::find_by_domain(&client, domain).await?,
                 };
-                Ok::<_, AppError>(tenant.map(Arc::new))
+                Ok::<_, AppError>(tenant.map(|t| t.id))
             })
             .await
             .map_err(|err| AppError::internal(anyhow::anyhow!("tenant lookup: {err:?}")))
@@ -109,23 +93,33 @@ impl TenantCache {
     }
 }
 
-/// The request's tenant, if it names one, checked to be open for requests.
-pub async fn resolve(
-    cache: &TenantCache,
-    pool: &Pool,
-    headers: &HeaderMap,
-    base_domain: &str,
-) -> Result<Option<Arc<Tenant>>, AppError> {
-    let Some(key) = tenant_key(headers, base_domain)? else {
-        return Ok(None);
-    };
-    match (cache.get(pool, &key).await?, &key) {
-        (Some(tenant), _) => {
-            tenant.check_open(chrono::Utc::now())?;
-            Ok(Some(tenant))
+/// Where resolution looks things up.
+pub struct Resolver<'a> {
+    pub tenants: &'a TenantCache,
+    pub access: &'a AccessCache,
+    pub catalog: &'a PlanCatalog,
+    pub pool: &'a Pool,
+    pub base_domain: &'a str,
+}
+
+impl Resolver<'_> {
+    /// The request's tenant and its access, if it names one, checked to be open for requests.
+    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Option<Arc<TenantAccess>>, AppError> {
+        let Some(key) = tenant_key(headers, self.base_domain)? else {
+            return Ok(None);
+        };
+        let access = match self.tenants.get(self.pool, &key).await? {
+            Some(id) => self.access.get(self.pool, self.catalog, id).await?,
+            None => None,
+        };
+        match (access, &key) {
+            (Some(access), _) => {
+                access.tenant.check_open(chrono::Utc::now())?;
+                Ok(Some(access))
+            }
+            (None, TenantKey::Subdomain(sub)) => Err(unknown_subdomain(sub)),
+            (None, TenantKey::Domain(_)) => Ok(None),
         }
-        (None, TenantKey::Subdomain(sub)) => Err(unknown_subdomain(sub)),
-        (None, TenantKey::Domain(_)) => Ok(None),
     }
 }
 
@@ -139,26 +133,14 @@ mod tests {
 
     #[test]
     fn hosts_map_to_tenants_as_documented() {
-        assert_eq!(
-            key("acme.example.com"),
-            Some(TenantKey::Subdomain("acme".into()))
-        );
-        assert_eq!(
-            key("ACME.example.com:8090"),
-            Some(TenantKey::Subdomain("acme".into()))
-        );
+        assert_eq!(key("acme.example.com"), Some(TenantKey::Subdomain("acme".into())));
+        assert_eq!(key("ACME.example.com:8090"), Some(TenantKey::Subdomain("acme".into())));
         assert_eq!(key("example.com"), None);
         assert_eq!(key("www.example.com"), None);
         assert_eq!(key("127.0.0.1:8090"), None);
         assert_eq!(key("[::1]:8090"), None);
-        assert_eq!(
-            key("app.acme.io"),
-            Some(TenantKey::Domain("app.acme.io".into()))
-        );
-        assert_eq!(
-            key("notexample.com"),
-            Some(TenantKey::Domain("notexample.com".into()))
-        );
+        assert_eq!(key("app.acme.io"), Some(TenantKey::Domain("app.acme.io".into())));
+        assert_eq!(key("notexample.com"), Some(TenantKey::Domain("notexample.com".into())));
     }
 
     #[test]

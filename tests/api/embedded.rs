@@ -7,9 +7,7 @@ use tokio::sync::oneshot;
 use crate::helpers::scratch_dir;
 
 async fn serve_once(data_dir: &std::path::Path) -> serde_json::Value {
-    let app = Application::build(Config::for_tests(None, data_dir.to_owned()))
-        .await
-        .expect("server starts");
+    let app = Application::build(Config::for_tests(None, data_dir.to_owned())).await.expect("server starts");
     let url = format!("http://127.0.0.1:{}/api/health", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -29,10 +27,7 @@ async fn the_server_creates_starts_stops_and_reuses_its_own_postgres() {
     assert_eq!(first["checks"]["database"]["status"], "healthy");
     let pgdata = data_dir.join("postgres");
     assert!(pgdata.join("PG_VERSION").exists());
-    assert!(
-        !pgdata.join("postmaster.pid").exists(),
-        "the cluster must stop with the server"
-    );
+    assert!(!pgdata.join("postmaster.pid").exists(), "the cluster must stop with the server");
 
     let second = serve_once(&data_dir).await;
     assert_eq!(second["status"], "healthy", "{second}");

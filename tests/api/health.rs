@@ -15,14 +15,9 @@ async fn api_health_reports_each_check() {
     assert!(body["checks"]["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(body["checks"]["memory"]["rss_bytes"].as_u64().unwrap() > 0);
     assert_eq!(body["checks"]["tenants"]["total"], 0);
-    assert!(
-        body["uptime"].is_u64() && body["version"].is_string(),
-        "{body}"
-    );
+    assert!(body["uptime"].is_u64() && body["version"].is_string(), "{body}");
 
-    let (_, body) = app
-        .graphql(As::default(), "{ health { status version } }", json!({}))
-        .await;
+    let (_, body) = app.graphql(As::default(), "{ health { status version } }", json!({})).await;
     assert_eq!(body["data"]["health"]["status"], "healthy");
 }
 
@@ -36,9 +31,5 @@ async fn readyz_turns_503_when_the_database_goes_away() {
     crate::helpers::drop_database(&name).await;
     assert_eq!(app.get("/readyz").await.status(), 503);
     assert_eq!(app.get("/api/health").await.status(), 503);
-    assert_eq!(
-        app.get("/livez").await.status(),
-        200,
-        "liveness must not depend on the database"
-    );
+    assert_eq!(app.get("/livez").await.status(), 200, "liveness must not depend on the database");
 }

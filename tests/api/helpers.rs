@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use deadpool_postgres::Pool;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tenantry::app::Application;
+use tenantry::app::{AppState, Application};
 use tenantry::config::Config;
 use tenantry::db::build_pool;
 use tenantry::db::embedded::{Durability, EmbeddedPostgres};
@@ -29,8 +29,8 @@ fn server_url(dbname: &str) -> String {
             // Test processes may start together (nextest): one of them creates the cluster.
             let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
             lock.lock().unwrap();
-            let pg = EmbeddedPostgres::start(&dir, Durability::Throwaway)
-                .expect("embedded PostgreSQL for tests");
+            let pg =
+                EmbeddedPostgres::start(&dir, Durability::Throwaway).expect("embedded PostgreSQL for tests");
             // Never stopped: statics are not dropped, so the cluster outlives the test process.
             drop(lock);
             pg
@@ -40,9 +40,7 @@ fn server_url(dbname: &str) -> String {
 
 fn with_dbname(url: &str, dbname: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let (base, query) = url
-            .split_once('?')
-            .map_or((url, None), |(b, q)| (b, Some(q)));
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
         let scheme_end = base.find("://").unwrap() + 3;
         let host_part = &base[scheme_end..];
         let host = host_part.split_once('/').map_or(host_part, |(h, _)| h);
@@ -57,15 +55,11 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 }
 
 async fn admin(sql: &str) {
-    let (client, connection) =
-        tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connecting to the test PostgreSQL server");
-    let driver = tokio::spawn(connection);
-    client
-        .batch_execute(sql)
+    let (client, connection) = tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .expect("connecting to the test PostgreSQL server");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     drop(client);
     let _ = driver.await;
 }
@@ -80,10 +74,7 @@ impl TestDb {
     pub async fn create() -> Self {
         let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
         admin(&format!("create database {name}")).await;
-        Self {
-            url: server_url(&name),
-            name,
-        }
+        Self { url: server_url(&name), name }
     }
 }
 
@@ -97,11 +88,7 @@ impl Drop for TestDb {
         let sql = format!("drop database if exists {} with (force)", self.name);
         // Drop runs inside the test's runtime; a fresh one on another thread can block freely.
         std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(admin(&sql));
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(admin(&sql));
         })
         .join()
         .unwrap();
@@ -109,8 +96,7 @@ impl Drop for TestDb {
 }
 
 pub fn scratch_dir() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}", Uuid::new_v4().simple()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -118,6 +104,7 @@ pub fn scratch_dir() -> PathBuf {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    pub state: AppState,
     /// A separate pool on the app's database, for assertions and set-up.
     pub pool: Pool,
     pub db: TestDb,
@@ -135,10 +122,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDb::create().await;
     let mut config = Config::for_tests(Some(db.url.clone()), scratch_dir());
     configure(&mut config);
-    let app = Application::build(config)
-        .await
-        .expect("building the application");
+    let app = Application::build(config).await.expect("building the application");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -146,6 +132,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
+        state,
         pool: build_pool(&db.url, 4).unwrap(),
         db,
         shutdown: Some(tx),
@@ -170,17 +157,10 @@ pub struct As<'a> {
 
 impl<'a> As<'a> {
     pub fn user(token: &'a str) -> Self {
-        Self {
-            token: Some(token),
-            ..Self::default()
-        }
+        Self { token: Some(token), ..Self::default() }
     }
     pub fn member(token: &'a str, tenant: &'a str) -> Self {
-        Self {
-            token: Some(token),
-            tenant: Some(tenant),
-            host: None,
-        }
+        Self { token: Some(token), tenant: Some(tenant), host: None }
     }
 }
 
@@ -206,11 +186,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request sent")
+        self.client.get(format!("{}{path}", self.address)).send().await.expect("request sent")
     }
 
     /// Signs up `<name>@example.com` and returns an access token.

@@ -16,8 +16,7 @@ async fn a_hundred_concurrent_requests_over_five_tenants_each_see_only_their_ten
         let token = app.sign_up(tenant).await;
         app.create_tenant(&token, tenant).await;
         for n in 0..3 {
-            app.create_project(&token, tenant, &format!("{tenant}/{n}"))
-                .await;
+            app.create_project(&token, tenant, &format!("{tenant}/{n}")).await;
         }
         tokens.push(token);
     }
@@ -26,13 +25,8 @@ async fn a_hundred_concurrent_requests_over_five_tenants_each_see_only_their_ten
         let (tenant, token) = (tenants[i % tenants.len()], &tokens[i % tenants.len()]);
         let app = &app;
         async move {
-            let (status, body) = app
-                .graphql(
-                    As::member(token, tenant),
-                    "{ projects { name } }",
-                    json!({}),
-                )
-                .await;
+            let (status, body) =
+                app.graphql(As::member(token, tenant), "{ projects { name } }", json!({})).await;
             (tenant, status, body)
         }
     });
@@ -46,10 +40,7 @@ async fn a_hundred_concurrent_requests_over_five_tenants_each_see_only_their_ten
         }
         let names = project_names(body);
         assert_eq!(names.len(), 3, "{tenant}: {names:?}");
-        assert!(
-            names.iter().all(|n| n.starts_with(&format!("{tenant}/"))),
-            "{tenant} saw {names:?}"
-        );
+        assert!(names.iter().all(|n| n.starts_with(&format!("{tenant}/"))), "{tenant} saw {names:?}");
     }
     assert_eq!(failures, 0, "failed responses");
 }

@@ -7,6 +7,7 @@ mod http;
 mod isolation;
 mod load;
 mod migrations;
+mod plans;
 mod schema;
 mod tenants;
 mod validation;

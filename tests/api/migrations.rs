@@ -9,8 +9,7 @@ use tenantry::tenancy::provision::{NewTenant, provision};
 
 use crate::helpers::TestDb;
 
-const ADD_ARCHIVED: &str =
-    "alter table projects add column archived boolean not null default false";
+const ADD_ARCHIVED: &str = "alter table projects add column archived boolean not null default false";
 
 pub async fn control_db() -> (TestDb, Pool) {
     let db = TestDb::create().await;
@@ -31,15 +30,19 @@ pub async fn provision_many(pool: &Pool, subdomains: &[&str]) {
 }
 
 fn v2() -> MigrationSet {
-    MigrationSet::tenant()
-        .with("V2__projects_archived", ADD_ARCHIVED)
-        .unwrap()
+    MigrationSet::tenant().with("V2__projects_archived", ADD_ARCHIVED).unwrap()
 }
 
 /// `(subdomain, recorded version, has the archived column, applied history versions)` per tenant.
 async fn tenant_states(pool: &Pool) -> Vec<(String, i32, bool, Vec<i32>)> {
     let client = pool.get().await.unwrap();
-    let tenants = client.query("select subdomain, schema_name, migration_version from control.tenants order by subdomain", &[]).await.unwrap();
+    let tenants = client
+        .query(
+            "select subdomain, schema_name, migration_version from control.tenants order by subdomain",
+            &[],
+        )
+        .await
+        .unwrap();
     let mut out = Vec::new();
     for t in tenants {
         let schema: String = t.get(1);
@@ -52,12 +55,7 @@ async fn tenant_states(pool: &Pool) -> Vec<(String, i32, bool, Vec<i32>)> {
             .unwrap()
             .is_some();
         let history = client
-            .query(
-                &format!(
-                    "select version from \"{schema}\".refinery_schema_history order by version"
-                ),
-                &[],
-            )
+            .query(&format!("select version from \"{schema}\".refinery_schema_history order by version"), &[])
             .await
             .unwrap()
             .iter()
@@ -73,30 +71,14 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_a_rerun_does_nothing() 
     let (_db, pool) = control_db().await;
     provision_many(&pool, &["one", "two", "three"]).await;
 
-    let report = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {})
-        .await
-        .unwrap();
-    assert_eq!(
-        (report.migrated, report.up_to_date, report.failed.len()),
-        (3, 0, 0),
-        "{report:?}"
-    );
+    let report = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {}).await.unwrap();
+    assert_eq!((report.migrated, report.up_to_date, report.failed.len()), (3, 0, 0), "{report:?}");
     for (sub, version, has_column, history) in tenant_states(&pool).await {
-        assert_eq!(
-            (version, has_column, history),
-            (2, true, vec![1, 2]),
-            "{sub}"
-        );
+        assert_eq!((version, has_column, history), (2, true, vec![1, 2]), "{sub}");
     }
 
-    let again = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {})
-        .await
-        .unwrap();
-    assert_eq!(
-        (again.migrated, again.up_to_date, again.failed.len()),
-        (0, 3, 0),
-        "{again:?}"
-    );
+    let again = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {}).await.unwrap();
+    assert_eq!((again.migrated, again.up_to_date, again.failed.len()), (0, 3, 0), "{again:?}");
 }
 
 #[tokio::test]
@@ -106,44 +88,24 @@ async fn a_tenant_whose_migration_fails_is_reported_while_the_others_succeed() {
     // Someone added the column by hand in one tenant: the migration collides there.
     let client = pool.get().await.unwrap();
     let schema: String = client
-        .query_one(
-            "select schema_name from control.tenants where subdomain = 'broken'",
-            &[],
-        )
+        .query_one("select schema_name from control.tenants where subdomain = 'broken'", &[])
         .await
         .unwrap()
         .get(0);
     client
-        .batch_execute(&format!(
-            "alter table \"{schema}\".projects add column archived text"
-        ))
+        .batch_execute(&format!("alter table \"{schema}\".projects add column archived text"))
         .await
         .unwrap();
 
-    let report = migrate_tenants(&pool, &v2(), 3, None, |_| {}, || {})
-        .await
-        .unwrap();
+    let report = migrate_tenants(&pool, &v2(), 3, None, |_| {}, || {}).await.unwrap();
     assert_eq!((report.migrated, report.failed.len()), (2, 1), "{report:?}");
     assert_eq!(report.failed[0].subdomain, "broken");
-    assert!(
-        report.failed[0].error.contains("already exists"),
-        "{}",
-        report.failed[0].error
-    );
+    assert!(report.failed[0].error.contains("already exists"), "{}", report.failed[0].error);
 
     let states = tenant_states(&pool).await;
     let broken = states.iter().find(|s| s.0 == "broken").unwrap();
-    assert_eq!(
-        (broken.1, &broken.3),
-        (1, &vec![1]),
-        "the failed tenant must stay at version 1"
-    );
-    assert!(
-        states
-            .iter()
-            .filter(|s| s.0 != "broken")
-            .all(|s| s.1 == 2 && s.3 == [1, 2])
-    );
+    assert_eq!((broken.1, &broken.3), (1, &vec![1]), "the failed tenant must stay at version 1");
+    assert!(states.iter().filter(|s| s.0 != "broken").all(|s| s.1 == 2 && s.3 == [1, 2]));
 }
 
 #[tokio::test]
@@ -163,20 +125,14 @@ async fn two_concurrent_migrate_runs_do_not_corrupt_anything() {
     // Each tenant is migrated by exactly one run; the other finds it done.
     assert_eq!(a.migrated + b.migrated, 8, "{a:?} {b:?}");
     for (sub, version, has_column, history) in tenant_states(&pool).await {
-        assert_eq!(
-            (version, has_column, history),
-            (2, true, vec![1, 2]),
-            "{sub}"
-        );
+        assert_eq!((version, has_column, history), (2, true, vec![1, 2]), "{sub}");
     }
 }
 
 #[tokio::test]
 async fn a_failed_provisioning_leaves_no_tenant_behind() {
     let (_db, pool) = control_db().await;
-    let broken = MigrationSet::tenant()
-        .with("V2__broken", "create table projects (id int)")
-        .unwrap();
+    let broken = MigrationSet::tenant().with("V2__broken", "create table projects (id int)").unwrap();
     let new = NewTenant {
         name: TenantName::parse("Doomed").unwrap(),
         subdomain: Subdomain::parse("doomed").unwrap(),
@@ -186,17 +142,9 @@ async fn a_failed_provisioning_leaves_no_tenant_behind() {
     assert_eq!(err.code(), "INTERNAL");
 
     let client = pool.get().await.unwrap();
-    let rows = client
-        .query("select 1 from control.tenants", &[])
-        .await
-        .unwrap();
+    let rows = client.query("select 1 from control.tenants", &[]).await.unwrap();
     assert!(rows.is_empty(), "a tenant row survived");
-    let schemas = client
-        .query(
-            "select nspname from pg_namespace where nspname like 't\\_%'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let schemas =
+        client.query("select nspname from pg_namespace where nspname like 't\\_%'", &[]).await.unwrap();
     assert!(schemas.is_empty(), "a tenant schema survived");
 }

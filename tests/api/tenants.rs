@@ -25,34 +25,11 @@ fn stdout(out: &Output) -> String {
 async fn operators_create_list_suspend_resume_and_delete_tenants() {
     let (db, _pool) = control_db().await;
 
-    let out = tenantry(
-        &db.url,
-        &[
-            "tenants",
-            "create",
-            "--name",
-            "Acme Inc",
-            "--subdomain",
-            "acme",
-        ],
-    );
+    let out = tenantry(&db.url, &["tenants", "create", "--name", "Acme Inc", "--subdomain", "acme"]);
     assert!(out.status.success(), "{out:?}");
-    let out = tenantry(
-        &db.url,
-        &[
-            "tenants",
-            "create",
-            "--name",
-            "Acme again",
-            "--subdomain",
-            "acme",
-        ],
-    );
+    let out = tenantry(&db.url, &["tenants", "create", "--name", "Acme again", "--subdomain", "acme"]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already taken"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already taken"), "{out:?}");
 
     let out = tenantry(&db.url, &["tenants", "suspend", "acme"]);
     assert!(out.status.success(), "{out:?}");
@@ -62,18 +39,10 @@ async fn operators_create_list_suspend_resume_and_delete_tenants() {
     assert_eq!(list[0]["status"], "suspended");
     assert_eq!(list[0]["migration_version"], 1);
 
-    assert!(
-        tenantry(&db.url, &["tenants", "resume", "acme"])
-            .status
-            .success()
-    );
+    assert!(tenantry(&db.url, &["tenants", "resume", "acme"]).status.success());
     let out = tenantry(&db.url, &["tenants", "delete", "acme"]);
     assert!(!out.status.success(), "delete without --yes must refuse");
-    assert!(
-        tenantry(&db.url, &["tenants", "delete", "acme", "--yes"])
-            .status
-            .success()
-    );
+    assert!(tenantry(&db.url, &["tenants", "delete", "acme", "--yes"]).status.success());
     let list: Value =
         serde_json::from_str(&stdout(&tenantry(&db.url, &["tenants", "list", "--json"]))).unwrap();
     assert_eq!(list, serde_json::json!([]));
@@ -87,19 +56,12 @@ async fn migrate_prints_a_summary_and_fails_when_a_tenant_fails() {
     let out = tenantry(&db.url, &["migrate", "--json", "--jobs", "2"]);
     assert!(out.status.success(), "{out:?}");
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(
-        (report["migrated"].as_u64(), report["up_to_date"].as_u64()),
-        (Some(0), Some(2)),
-        "{report}"
-    );
+    assert_eq!((report["migrated"].as_u64(), report["up_to_date"].as_u64()), (Some(0), Some(2)), "{report}");
 
     // Break one tenant's recorded version and its history: its re-migration then collides.
     let client = pool.get().await.unwrap();
     let schema: String = client
-        .query_one(
-            "select schema_name from control.tenants where subdomain = 'second'",
-            &[],
-        )
+        .query_one("select schema_name from control.tenants where subdomain = 'second'", &[])
         .await
         .unwrap()
         .get(0);
@@ -111,24 +73,15 @@ async fn migrate_prints_a_summary_and_fails_when_a_tenant_fails() {
         .await
         .unwrap();
     let out = tenantry(&db.url, &["migrate"]);
-    assert!(
-        !out.status.success(),
-        "a failed tenant must make migrate fail"
-    );
+    assert!(!out.status.success(), "a failed tenant must make migrate fail");
     let text = stdout(&out);
-    assert!(
-        text.contains("0 migrated, 1 up to date, 1 failed"),
-        "{text}"
-    );
+    assert!(text.contains("0 migrated, 1 up to date, 1 failed"), "{text}");
     assert!(text.contains("failed: second"), "{text}");
 }
 
 #[test]
 fn the_schema_command_prints_the_committed_schema() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .arg("schema")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry")).arg("schema").output().unwrap();
     assert!(out.status.success());
     assert_eq!(stdout(&out), tenantry::graphql::sdl());
 }

@@ -1,0 +1,215 @@
+//! Plans: the catalog, feature guards, plan changes reaching every process, single-flight loads.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tenantry::plans::{self, PlanCatalog};
+use tenantry::tenancy;
+
+use crate::helpers::{As, TestApp, error_code, project_names, scratch_dir, spawn_app};
+
+const SET_DOMAIN: &str = "mutation($d: String) { updateTenant(domain: $d) { domain } }";
+
+async fn set_plan(app: &TestApp, subdomain: &str, plan: &str) {
+    let tenant = tenancy::by_subdomain(&app.pool, subdomain).await.unwrap();
+    plans::change_plan(&app.pool, &PlanCatalog::builtin(), tenant.id, plan).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_plans_query_returns_the_catalog_with_null_for_unlimited() {
+    let app = spawn_app().await;
+    let query = "{ plans { id name priceCents currency interval features
+                  limits { maxMembers maxStorageBytes maxApiRequests requestsPerSecond } } }";
+    let (_, body) = app.graphql(As::default(), query, json!({})).await;
+    let plans = body["data"]["plans"].as_array().unwrap_or_else(|| panic!("{body}"));
+    let ids: Vec<_> = plans.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["free", "pro", "enterprise"]);
+    assert_eq!(plans[0]["limits"]["maxMembers"], 3);
+    assert_eq!(plans[1]["priceCents"], 2999);
+    assert_eq!(plans[1]["limits"]["maxStorageBytes"], json!(107_374_182_400_i64), "BigInt is a JSON number");
+    assert_eq!(
+        plans[2]["limits"],
+        json!({
+            "maxMembers": null, "maxStorageBytes": null, "maxApiRequests": null, "requestsPerSecond": null
+        })
+    );
+    assert!(plans[2]["features"].as_array().unwrap().contains(&json!("sla")));
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`; returns the value and the time it took.
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> (T, Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(value) = f().await {
+            return (value, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within {limit:?}");
+}
+
+#[tokio::test]
+async fn a_custom_domain_needs_a_plan_with_the_feature_and_then_serves_the_tenant() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("ann").await;
+    app.create_tenant(&ann, "acme").await;
+    app.create_project(&ann, "acme", "launch").await;
+
+    let (status, body) =
+        app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": "app.acme.io" })).await;
+    assert_eq!(status, 200);
+    assert_eq!(error_code(&body), Some("FEATURE_NOT_IN_PLAN"), "{body}");
+    let ext = &body["errors"][0]["extensions"];
+    assert_eq!((ext["feature"].as_str(), ext["requiredPlan"].as_str()), (Some("custom_domain"), Some("pro")));
+    // Renaming is not gated.
+    let (_, body) = app
+        .graphql(
+            As::member(&ann, "acme"),
+            "mutation { updateTenant(name: \"Acme Ltd\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["updateTenant"]["name"], "Acme Ltd", "{body}");
+
+    set_plan(&app, "acme", "pro").await;
+    let (body, _) = eventually(Duration::from_secs(10), || async {
+        let (_, body) =
+            app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": "App.Acme.io" })).await;
+        body["data"]["updateTenant"].is_object().then_some(body)
+    })
+    .await;
+    assert_eq!(body["data"]["updateTenant"]["domain"], "app.acme.io");
+
+    let on_domain = As { token: Some(&ann), tenant: None, host: Some("app.acme.io".into()) };
+    let (_, body) = app.graphql(on_domain, "{ projects { name } }", json!({})).await;
+    assert_eq!(project_names(&body), ["launch"]);
+
+    // A downgraded tenant keeps its domain but cannot set a new one; it can still remove it.
+    set_plan(&app, "acme", "free").await;
+    let (body, _) = eventually(Duration::from_secs(10), || async {
+        let (_, body) =
+            app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": "new.acme.io" })).await;
+        (error_code(&body) == Some("FEATURE_NOT_IN_PLAN")).then_some(body)
+    })
+    .await;
+    assert!(body["data"].is_null());
+    let (_, body) = app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": null })).await;
+    assert_eq!(body["data"]["updateTenant"]["domain"], Value::Null, "{body}");
+}
+
+/// A second server process on the same database, killed on drop.
+struct ServerProcess {
+    child: Child,
+    address: String,
+}
+
+impl ServerProcess {
+    async fn start(db_url: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let secret = tenantry::config::Config::for_tests(None, scratch_dir()).jwt_secret.unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("DATA_DIR", scratch_dir())
+            .env("JWT_SECRET", secret)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting a second server");
+        let server = Self { child, address: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::new();
+        eventually(Duration::from_secs(30), || async {
+            let res = client.get(format!("{}/readyz", server.address)).send().await.ok()?;
+            res.status().is_success().then_some(())
+        })
+        .await;
+        server
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_made_through_one_process_reaches_another_processs_guards() {
+    let a = spawn_app().await;
+    let ann = a.sign_up("ann").await;
+    a.create_tenant(&ann, "acme").await;
+    let b = ServerProcess::start(&a.db.url).await;
+    let ask_b = || async {
+        let res = a
+            .client
+            .post(format!("{}/graphql", b.address))
+            .bearer_auth(&ann)
+            .header("x-tenant", "acme")
+            .json(&json!({ "query": SET_DOMAIN, "variables": { "d": "app.acme.io" } }))
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()
+    };
+    // B has now cached the tenant on the free plan.
+    assert_eq!(error_code(&ask_b().await), Some("FEATURE_NOT_IN_PLAN"));
+
+    let changed = Instant::now();
+    set_plan(&a, "acme", "pro").await;
+    // Well inside the 60 s cache TTL: only the notification can explain B noticing.
+    let (_, _) = eventually(Duration::from_secs(10), || async {
+        ask_b().await["data"]["updateTenant"].is_object().then_some(())
+    })
+    .await;
+    eprintln!("plan change visible in the other process after {:?}", changed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_for_a_cold_tenant_load_its_access_once() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("ann").await;
+    app.create_tenant(&ann, "acme").await;
+    app.state.access.clear();
+    app.state.tenants.clear();
+    let before = app.state.access.loads();
+
+    let requests =
+        (0..200).map(|_| app.graphql(As::member(&ann, "acme"), "{ tenant { plan { id } } }", json!({})));
+    let responses = join_all(requests).await;
+    assert!(
+        responses
+            .iter()
+            .all(|(status, body)| *status == 200 && body["data"]["tenant"]["plan"]["id"] == "free")
+    );
+    assert_eq!(
+        app.state.access.loads() - before,
+        1,
+        "a cold tenant must be loaded once, not once per request"
+    );
+}
+
+#[test]
+fn a_broken_plans_file_stops_start_up_naming_the_file_line_and_problem() {
+    let dir = scratch_dir();
+    let file = dir.join("plans.toml");
+    std::fs::write(&file, "[plans.free]\nname = \"Free\"\nprice_cents = 0\nfeatures = [\"teleport\"]\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("serve")
+        .env("PLANS_FILE", &file)
+        .env("DATA_DIR", &dir)
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("invalid plans file {}: line 4:", file.display())), "{stderr}");
+    assert!(stderr.contains("teleport"), "{stderr}");
+}
