@@ -9,6 +9,7 @@ use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::db::embedded::{Durability, EmbeddedPostgres};
@@ -16,6 +17,7 @@ use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
 use crate::graphql::{AppSchema, build_schema};
+use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
 use crate::tenancy::resolve::TenantCache;
@@ -33,6 +35,11 @@ pub struct Inner {
     pub plans: PlanCatalog,
     pub members: MemberCache,
     pub tenant_migrations: MigrationSet,
+    pub mailer: Mailer,
+    /// Base URL for mailed links.
+    pub public_url: String,
+    pub require_verified_email: bool,
+    pub sign_in_throttle: SignInThrottle,
     pub schema: AppSchema,
     pub started_at: Instant,
 }
@@ -60,6 +67,10 @@ impl AppState {
             plans,
             members: MemberCache::new(Duration::from_secs(30)),
             tenant_migrations,
+            mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            require_verified_email: config.require_verified_email,
+            sign_in_throttle: SignInThrottle::per_minute(10),
             schema: build_schema(),
             started_at: Instant::now(),
         })))

@@ -50,6 +50,26 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,
 
+    /// Outgoing mail: `log` (development), `file:<dir>`, or `smtp://user:pass@host:port`.
+    #[arg(long, env = "MAILER", default_value = "log", global = true, hide_env_values = true)]
+    pub mailer: String,
+
+    /// Sender of outgoing mail.
+    #[arg(long, env = "MAIL_FROM", default_value = "tenantry <no-reply@localhost>", global = true)]
+    pub mail_from: String,
+
+    /// Base URL of the app users open; mailed links point here.
+    #[arg(long, env = "PUBLIC_URL", default_value = "http://localhost:8090", global = true)]
+    pub public_url: String,
+
+    /// Whether creating a tenant needs a verified email address.
+    #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub require_verified_email: bool,
+
+    /// Days a deleted tenant's schema is kept before it is purged.
+    #[arg(long, env = "TENANT_PURGE_AFTER_DAYS", default_value_t = 30, global = true)]
+    pub tenant_purge_after_days: u32,
+
     /// The plan catalog. Unset: ./plans.toml if present, else the built-in catalog.
     #[arg(long, env = "PLANS_FILE", global = true)]
     pub plans_file: Option<PathBuf>,
@@ -64,14 +84,19 @@ impl Config {
     pub fn for_tests(database_url: Option<String>, data_dir: PathBuf) -> Self {
         Self {
             database_url,
-            data_dir,
             bind: "127.0.0.1:0".parse().expect("valid socket address"),
             base_domain: "localhost".into(),
             jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
             app_env: AppEnv::Development,
             log_format: LogFormat::Json,
+            mailer: format!("file:{}", data_dir.join("mail").display()),
+            mail_from: "tenantry <no-reply@localhost>".into(),
+            public_url: "http://app.test".into(),
+            require_verified_email: true,
+            tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            data_dir,
         }
     }
 

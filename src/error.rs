@@ -23,6 +23,8 @@ pub enum AppError {
     TenantSuspended,
     /// `SUBSCRIPTION_EXPIRED`, 403.
     SubscriptionExpired,
+    /// `EMAIL_NOT_VERIFIED`, 403: the operation needs a verified email address.
+    EmailNotVerified,
     /// `FEATURE_NOT_IN_PLAN`, 403: names the feature and the cheapest plan that has it.
     FeatureNotInPlan { feature: &'static str, plan: String, cheapest: Option<String> },
     /// `PLAN_LIMIT_EXCEEDED`, 403: the write would take `resource` past the plan's limit.
@@ -55,6 +57,7 @@ impl AppError {
             Self::TenantNotFound(_) => "TENANT_NOT_FOUND",
             Self::TenantSuspended => "TENANT_SUSPENDED",
             Self::SubscriptionExpired => "SUBSCRIPTION_EXPIRED",
+            Self::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             Self::FeatureNotInPlan { .. } => "FEATURE_NOT_IN_PLAN",
             Self::PlanLimitExceeded { .. } => "PLAN_LIMIT_EXCEEDED",
             Self::Validation { .. } => "VALIDATION",
@@ -70,6 +73,7 @@ impl AppError {
             Self::Forbidden(_)
             | Self::TenantSuspended
             | Self::SubscriptionExpired
+            | Self::EmailNotVerified
             | Self::FeatureNotInPlan { .. }
             | Self::PlanLimitExceeded { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::TenantNotFound(_) => StatusCode::NOT_FOUND,
@@ -91,6 +95,11 @@ impl AppError {
             }
             Self::SubscriptionExpired => {
                 "this tenant's subscription has expired; renew the plan to continue".to_owned()
+            }
+            Self::EmailNotVerified => {
+                "verify your email address first: open the link we mailed you, or ask for a new one \
+                 with resendVerificationEmail"
+                    .to_owned()
             }
             Self::FeatureNotInPlan { feature, plan, cheapest } => match cheapest {
                 Some(cheapest) => format!(

@@ -9,6 +9,7 @@ pub mod error;
 pub mod graphql;
 pub mod health;
 pub mod http;
+pub mod mail;
 pub mod members;
 pub mod plans;
 pub mod projects;

@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::repo::{self, User};
+use super::session::{self, Tokens};
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 
@@ -30,19 +31,20 @@ impl From<User> for UserObject {
     }
 }
 
-/// The result of signing up or in.
+/// The result of signing up or in, or of a refresh.
 #[derive(SimpleObject)]
 pub struct AuthPayload {
     /// Send as `Authorization: Bearer <accessToken>`; valid for 15 minutes.
     access_token: String,
-    /// Sessions with refresh tokens arrive with the identity work; null until then.
-    refresh_token: Option<String>,
+    /// Exchange with `refreshSession` for a new pair; single use, valid for 30 days.
+    refresh_token: String,
     user: UserObject,
 }
 
-fn payload(ctx: &RequestCtx, user: User) -> Result<AuthPayload, AppError> {
-    let access_token = ctx.state.tokens.issue(user.id)?;
-    Ok(AuthPayload { access_token, refresh_token: None, user: user.into() })
+impl AuthPayload {
+    fn new(user: User, tokens: Tokens) -> Self {
+        Self { access_token: tokens.access_token, refresh_token: tokens.refresh_token, user: user.into() }
+    }
 }
 
 #[derive(Default)]
@@ -67,7 +69,7 @@ pub struct AuthMutation;
 
 #[Object]
 impl AuthMutation {
-    /// Creates an account and signs it in.
+    /// Creates an account, signs it in, and mails a link to verify the email address.
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
@@ -76,11 +78,11 @@ impl AuthMutation {
         name: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
-        let user = super::sign_up(&rc.state.pool, &email, &password, &name).await?;
-        Ok(payload(rc, user)?)
+        let (user, tokens) = super::sign_up(&rc.state, &email, &password, &name).await?;
+        Ok(AuthPayload::new(user, tokens))
     }
 
-    /// Exchanges email and password for an access token.
+    /// Exchanges email and password for a token pair.
     async fn sign_in(
         &self,
         ctx: &Context<'_>,
@@ -88,7 +90,83 @@ impl AuthMutation {
         #[graphql(secret)] password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
-        let user = super::sign_in(&rc.state.pool, &email, &password).await?;
-        Ok(payload(rc, user)?)
+        let (user, tokens) = super::sign_in(&rc.state, &email, &password).await?;
+        Ok(AuthPayload::new(user, tokens))
+    }
+
+    /// Rotates a refresh token: returns a new pair; the old refresh token stops working, and
+    /// presenting it again revokes the whole session.
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] refresh_token: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let (user_id, tokens) = session::refresh(&rc.state.pool, &rc.state.tokens, &refresh_token).await?;
+        let client = rc.state.pool.get().await.map_err(AppError::from)?;
+        let user = repo::find(&client, user_id)
+            .await?
+            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        Ok(AuthPayload::new(user, tokens))
+    }
+
+    /// Ends the session of this refresh token. Access tokens already issued expire on their own.
+    async fn sign_out(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] refresh_token: String,
+    ) -> async_graphql::Result<bool> {
+        let rc = ctx.data::<RequestCtx>()?;
+        session::sign_out(&rc.state.pool, &refresh_token).await?;
+        Ok(true)
+    }
+
+    /// Confirms an email address with the token from the mailed link.
+    async fn verify_email(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] token: String,
+    ) -> async_graphql::Result<UserObject> {
+        let rc = ctx.data::<RequestCtx>()?;
+        Ok(super::verify_email(&rc.state, &token).await?.into())
+    }
+
+    /// Mails the signed-in user a new verification link.
+    async fn resend_verification_email(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let rc = ctx.data::<RequestCtx>()?;
+        super::resend_verification(&rc.state, rc.user_id()?).await?;
+        Ok(true)
+    }
+
+    /// Mails a password reset link if the address has an account. Always answers `true`.
+    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> async_graphql::Result<bool> {
+        let rc = ctx.data::<RequestCtx>()?;
+        super::request_password_reset(&rc.state, &email);
+        Ok(true)
+    }
+
+    /// Sets a new password with the token from the mailed link; all sessions end.
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] token: String,
+        #[graphql(secret)] new_password: String,
+    ) -> async_graphql::Result<bool> {
+        let rc = ctx.data::<RequestCtx>()?;
+        super::reset_password(&rc.state, &token, &new_password).await?;
+        Ok(true)
+    }
+
+    /// Changes the signed-in user's password; other sessions end and a new pair is returned.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] current_password: String,
+        #[graphql(secret)] new_password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let (user, tokens) =
+            super::change_password(&rc.state, rc.user_id()?, &current_password, &new_password).await?;
+        Ok(AuthPayload::new(user, tokens))
     }
 }

@@ -1,23 +1,36 @@
-//! Identity: users, password sign-in and access tokens.
+//! Identity: accounts, password sign-in, sessions, email verification and password reset.
 
 pub mod email;
+pub mod email_token;
 pub mod graphql;
 pub mod password;
 pub mod repo;
+pub mod secret;
+pub mod session;
+pub mod throttle;
 pub mod token;
 
-use deadpool_postgres::Pool;
+use uuid::Uuid;
 
 use self::email::EmailAddress;
+use self::email_token::Purpose;
 use self::password::Password;
 use self::repo::User;
+use self::session::Tokens;
+use crate::app::AppState;
 use crate::error::AppError;
+use crate::mail::Message;
 
 const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 
-/// Creates an account. The email is normalised; a taken email is `CONFLICT`.
+/// Creates an account, signs it in and mails a verification link.
 #[tracing::instrument(skip_all)]
-pub async fn sign_up(pool: &Pool, email: &str, password: &str, name: &str) -> Result<User, AppError> {
+pub async fn sign_up(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> Result<(User, Tokens), AppError> {
     let email = EmailAddress::parse(email)?;
     let password = Password::parse(password)?;
     let name = name.trim();
@@ -25,27 +38,141 @@ pub async fn sign_up(pool: &Pool, email: &str, password: &str, name: &str) -> Re
         return Err(AppError::validation("name", "must be 1 to 100 characters long"));
     }
     let hash = password::hash(password).await?;
-    let client = pool.get().await?;
-    let user = repo::insert(&client, &email, name, &hash).await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let user = repo::insert(&tx, &email, name, &hash).await?;
+    let tokens = session::start(&tx, &state.tokens, user.id).await?;
+    let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
+    tx.commit().await?;
     tracing::info!(user.id = %user.id, "user signed up");
-    Ok(user)
+    // The account exists either way; a failed mail can be re-requested.
+    if let Err(err) = state.mailer.send(verification_mail(state, &user, token)).await {
+        tracing::error!(user.id = %user.id, error = ?err, "sending the verification mail failed");
+    }
+    Ok((user, tokens))
 }
 
-/// Checks credentials. Unknown email and wrong password fail alike, in message and in time.
+fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
+    let link = format!("{}/verify-email?token={token}", state.public_url);
+    Message {
+        to: user.email.clone(),
+        subject: "Confirm your email address".into(),
+        text: format!("Hello {},\n\nconfirm your email address within 3 days:\n{link}\n", user.name),
+        link,
+        token,
+    }
+}
+
+/// Checks credentials. Unknown email and wrong password fail alike, in message and in time;
+/// more than 10 attempts a minute for one email are refused with `RATE_LIMITED`.
 #[tracing::instrument(skip_all)]
-pub async fn sign_in(pool: &Pool, email: &str, password: &str) -> Result<User, AppError> {
+pub async fn sign_in(state: &AppState, email: &str, password: &str) -> Result<(User, Tokens), AppError> {
     let Ok(email) = EmailAddress::parse(email) else {
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     };
-    let client = pool.get().await?;
+    state.sign_in_throttle.attempt(email.as_str())?;
+    let client = state.pool.get().await?;
     let found = repo::find_credentials(&client, &email).await?;
-    drop(client);
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
     match (password::verify(password.to_owned(), hash).await?, user) {
-        (true, Some(user)) => Ok(user),
+        (true, Some(user)) => {
+            let tokens = session::start(&client, &state.tokens, user.id).await?;
+            Ok((user, tokens))
+        }
         _ => Err(AppError::Unauthenticated(BAD_CREDENTIALS)),
     }
+}
+
+/// Marks the token's user as verified.
+pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let user_id = email_token::consume(&tx, token, Purpose::VerifyEmail).await?;
+    repo::mark_verified(&tx, user_id).await?;
+    let user = repo::find(&tx, user_id).await?.ok_or(AppError::NotFound("user"))?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Mails a new verification link to the signed-in user (earlier links stop working).
+pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), AppError> {
+    let client = state.pool.get().await?;
+    let user = repo::find(&client, user_id)
+        .await?
+        .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+    if user.email_verified {
+        return Ok(());
+    }
+    let token = email_token::issue(&client, user.id, Purpose::VerifyEmail).await?;
+    state.mailer.send(verification_mail(state, &user, token)).await
+}
+
+/// Mails a reset link if the email has an account. Answers at once and the same either way:
+/// the lookup and the mail happen in the background, so neither reply nor timing tells.
+pub fn request_password_reset(state: &AppState, email: &str) {
+    let Ok(email) = EmailAddress::parse(email) else { return };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let client = state.pool.get().await?;
+            let Some((user, _)) = repo::find_credentials(&client, &email).await? else { return Ok(()) };
+            let token = email_token::issue(&client, user.id, Purpose::ResetPassword).await?;
+            let link = format!("{}/reset-password?token={token}", state.public_url);
+            let text = format!("Hello {},\n\nset a new password within 30 minutes:\n{link}\n\nIf you did not ask for this, ignore this mail.\n", user.name);
+            state
+                .mailer
+                .send(Message { to: user.email, subject: "Reset your password".into(), text, link, token })
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::error!(error = ?err, "password reset mail failed");
+        }
+    });
+}
+
+/// Sets a new password from a reset link; every session of the user ends.
+pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> Result<(), AppError> {
+    let password = Password::parse(new_password)?;
+    let hash = password::hash(password).await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let user_id = email_token::consume(&tx, token, Purpose::ResetPassword).await?;
+    repo::set_password(&tx, user_id, &hash).await?;
+    // The link reached the mailbox, which proves the address.
+    repo::mark_verified(&tx, user_id).await?;
+    session::revoke_all(&tx, user_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Changes the password of a signed-in user; every other session ends, a new one starts.
+pub async fn change_password(
+    state: &AppState,
+    user_id: Uuid,
+    current: &str,
+    new_password: &str,
+) -> Result<(User, Tokens), AppError> {
+    let password = Password::parse(new_password)?;
+    let client = state.pool.get().await?;
+    let user = repo::find(&client, user_id)
+        .await?
+        .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+    let email = EmailAddress::parse(&user.email)?;
+    let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
+    if !password::verify(current.to_owned(), stored).await? {
+        return Err(AppError::validation("currentPassword", "is not the current password"));
+    }
+    let hash = password::hash(password).await?;
+    drop(client);
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    repo::set_password(&tx, user_id, &hash).await?;
+    session::revoke_all(&tx, user_id).await?;
+    let tokens = session::start(&tx, &state.tokens, user_id).await?;
+    tx.commit().await?;
+    Ok((user, tokens))
 }

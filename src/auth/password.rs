@@ -18,6 +18,12 @@ impl Password {
         if chars > 1024 {
             return Err(AppError::validation("password", "must be at most 1024 characters long"));
         }
+        if COMMON.contains(&raw.to_lowercase().as_str()) {
+            return Err(AppError::validation(
+                "password",
+                "is one of the most common passwords; choose another",
+            ));
+        }
         Ok(Self(raw.to_owned()))
     }
 }
@@ -27,6 +33,84 @@ impl std::fmt::Debug for Password {
         f.write_str("Password(<redacted>)")
     }
 }
+
+/// Among the most used passwords of at least 8 characters (public breach lists), lowercase.
+const COMMON: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd",
+    "p@ssw0rd",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "12345678910",
+    "87654321",
+    "11111111",
+    "00000000",
+    "88888888",
+    "66666666",
+    "12341234",
+    "11223344",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "qwertyui",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjkl",
+    "asdfasdf",
+    "abcd1234",
+    "abc12345",
+    "iloveyou",
+    "iloveyou1",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "superman",
+    "starwars",
+    "welcome1",
+    "welcome123",
+    "letmein1",
+    "trustno1",
+    "whatever",
+    "computer",
+    "internet",
+    "michelle",
+    "jennifer",
+    "corvette",
+    "mercedes",
+    "dragon12",
+    "master12",
+    "monkey12",
+    "shadow12",
+    "liverpool",
+    "chelsea1",
+    "samsung1",
+    "qazwsxedc",
+    "changeme",
+    "administrator",
+    "admin123",
+    "admin1234",
+    "secret123",
+    "test1234",
+    "testtest",
+    "football1",
+    "basketball",
+    "charlie1",
+    "1234qwer",
+    "q1w2e3r4",
+    "q1w2e3r4t5",
+    "aa123456",
+    "a1234567",
+    "passport",
+    "access14",
+];
 
 /// Hashes with argon2id (default parameters) into a PHC string.
 pub async fn hash(password: Password) -> Result<String, AppError> {
@@ -73,8 +157,11 @@ mod tests {
     }
 
     #[test]
-    fn short_passwords_are_refused_with_the_rule() {
+    fn short_and_common_passwords_are_refused_with_the_rule() {
         let err = Password::parse("short").unwrap_err();
         assert!(err.message().contains("at least 8"), "{}", err.message());
+        let err = Password::parse("Password123").unwrap_err();
+        assert!(err.message().contains("most common"), "{}", err.message());
+        assert!(Password::parse("correct horse").is_ok());
     }
 }

@@ -65,3 +65,17 @@ pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, App
     let row = db.query_opt("select * from control.users where id = $1", &[&id]).await?;
     Ok(row.as_ref().map(User::from_row))
 }
+
+pub async fn mark_verified(db: &impl GenericClient, id: Uuid) -> Result<(), AppError> {
+    db.execute(
+        "update control.users set email_verified_at = coalesce(email_verified_at, now()) where id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn set_password(db: &impl GenericClient, id: Uuid, password_hash: &str) -> Result<(), AppError> {
+    db.execute("update control.users set password_hash = $2 where id = $1", &[&id, &password_hash]).await?;
+    Ok(())
+}

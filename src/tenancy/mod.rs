@@ -26,6 +26,13 @@ pub async fn create_for_user(
         subdomain: Subdomain::parse(subdomain)?,
         owner: Some(user_id),
     };
+    if state.require_verified_email {
+        let client = state.pool.get().await?;
+        let user = crate::auth::repo::find(&client, user_id).await?;
+        if !user.is_some_and(|u| u.email_verified) {
+            return Err(AppError::EmailNotVerified);
+        }
+    }
     let tenant = provision(&state.pool, &state.tenant_migrations, new).await?;
     state.members.forget(tenant.id, user_id).await;
     Ok(tenant)

@@ -108,6 +108,8 @@ pub struct TestApp {
     /// A separate pool on the app's database, for assertions and set-up.
     pub pool: Pool,
     pub db: TestDb,
+    /// Where the file mailer writes one JSON file per message.
+    pub mail_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -122,6 +124,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDb::create().await;
     let mut config = Config::for_tests(Some(db.url.clone()), scratch_dir());
     configure(&mut config);
+    let mail_dir = config.data_dir.join("mail");
     let app = Application::build(config).await.expect("building the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -135,6 +138,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         state,
         pool: build_pool(&db.url, 4).unwrap(),
         db,
+        mail_dir,
         shutdown: Some(tx),
     }
 }
@@ -189,19 +193,46 @@ impl TestApp {
         self.client.get(format!("{}{path}", self.address)).send().await.expect("request sent")
     }
 
-    /// Signs up `<name>@example.com` and returns an access token.
-    pub async fn sign_up(&self, name: &str) -> String {
+    /// Signs up `<name>@example.com` without verifying; returns the `signUp` payload.
+    pub async fn sign_up_unverified(&self, name: &str) -> Value {
         let (_, body) = self
             .graphql(
                 As::default(),
-                "mutation($email: String!) { signUp(email: $email, password: \"correct horse\", name: \"Tester\") { accessToken } }",
+                "mutation($email: String!) { signUp(email: $email, password: \"correct horse\", name: \"Tester\") { accessToken refreshToken user { id } } }",
                 json!({ "email": format!("{name}@example.com") }),
             )
             .await;
-        body["data"]["signUp"]["accessToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("signUp failed: {body}"))
-            .to_owned()
+        assert!(body["data"]["signUp"].is_object(), "signUp failed: {body}");
+        body["data"]["signUp"].clone()
+    }
+
+    /// Signs up `<name>@example.com`, verifies the address from the mailed link, returns an access token.
+    pub async fn sign_up(&self, name: &str) -> String {
+        let payload = self.sign_up_unverified(name).await;
+        let mail = self.last_mail_to(&format!("{name}@example.com"));
+        let verify = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
+        let (_, body) = self.graphql(As::default(), verify, json!({ "t": mail["token"] })).await;
+        assert_eq!(body["data"]["verifyEmail"]["emailVerified"], true, "{body}");
+        payload["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    /// All mail sent to `to`, oldest first.
+    pub fn mail_to(&self, to: &str) -> Vec<Value> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.mail_dir)
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|x| x == "json"));
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).unwrap())
+            .filter(|m| m["to"] == to)
+            .collect()
+    }
+
+    /// The latest mail sent to `to`.
+    pub fn last_mail_to(&self, to: &str) -> Value {
+        self.mail_to(to).pop().unwrap_or_else(|| panic!("no mail to {to}"))
     }
 
     /// Creates a tenant owned by the token's user; returns its id.

@@ -29,8 +29,12 @@ pub async fn provision_many(pool: &Pool, subdomains: &[&str]) {
     }
 }
 
-fn v2() -> MigrationSet {
-    MigrationSet::tenant().with("V2__projects_archived", ADD_ARCHIVED).unwrap()
+/// The shipped tenant migrations plus one more, and the versions a fully migrated schema has.
+fn next() -> (MigrationSet, Vec<i32>) {
+    let shipped = MigrationSet::tenant().latest_version();
+    let next = shipped + 1;
+    let set = MigrationSet::tenant().with(&format!("V{next}__projects_archived"), ADD_ARCHIVED).unwrap();
+    (set, (1..=next).collect())
 }
 
 /// `(subdomain, recorded version, has the archived column, applied history versions)` per tenant.
@@ -71,13 +75,14 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_a_rerun_does_nothing() 
     let (_db, pool) = control_db().await;
     provision_many(&pool, &["one", "two", "three"]).await;
 
-    let report = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {}).await.unwrap();
+    let (set, all) = next();
+    let report = migrate_tenants(&pool, &set, 2, None, |_| {}, || {}).await.unwrap();
     assert_eq!((report.migrated, report.up_to_date, report.failed.len()), (3, 0, 0), "{report:?}");
     for (sub, version, has_column, history) in tenant_states(&pool).await {
-        assert_eq!((version, has_column, history), (2, true, vec![1, 2]), "{sub}");
+        assert_eq!((version, has_column, &history), (set.latest_version(), true, &all), "{sub}");
     }
 
-    let again = migrate_tenants(&pool, &v2(), 2, None, |_| {}, || {}).await.unwrap();
+    let again = migrate_tenants(&pool, &set, 2, None, |_| {}, || {}).await.unwrap();
     assert_eq!((again.migrated, again.up_to_date, again.failed.len()), (0, 3, 0), "{again:?}");
 }
 
@@ -97,15 +102,18 @@ async fn a_tenant_whose_migration_fails_is_reported_while_the_others_succeed() {
         .await
         .unwrap();
 
-    let report = migrate_tenants(&pool, &v2(), 3, None, |_| {}, || {}).await.unwrap();
+    let (set, all) = next();
+    let shipped: Vec<i32> = all[..all.len() - 1].to_vec();
+    let report = migrate_tenants(&pool, &set, 3, None, |_| {}, || {}).await.unwrap();
     assert_eq!((report.migrated, report.failed.len()), (2, 1), "{report:?}");
     assert_eq!(report.failed[0].subdomain, "broken");
     assert!(report.failed[0].error.contains("already exists"), "{}", report.failed[0].error);
 
     let states = tenant_states(&pool).await;
     let broken = states.iter().find(|s| s.0 == "broken").unwrap();
-    assert_eq!((broken.1, &broken.3), (1, &vec![1]), "the failed tenant must stay at version 1");
-    assert!(states.iter().filter(|s| s.0 != "broken").all(|s| s.1 == 2 && s.3 == [1, 2]));
+    let before = MigrationSet::tenant().latest_version();
+    assert_eq!((broken.1, &broken.3), (before, &shipped), "the failed tenant must stay where it was");
+    assert!(states.iter().filter(|s| s.0 != "broken").all(|s| s.1 == set.latest_version() && s.3 == all));
 }
 
 #[tokio::test]
@@ -114,7 +122,7 @@ async fn two_concurrent_migrate_runs_do_not_corrupt_anything() {
     let subs: Vec<String> = (0..8).map(|i| format!("tenant-{i}")).collect();
     provision_many(&pool, &subs.iter().map(String::as_str).collect::<Vec<_>>()).await;
 
-    let set = v2();
+    let (set, all) = next();
     let other_pool = build_pool(&_db.url, 8).unwrap();
     let (a, b) = tokio::join!(
         migrate_tenants(&pool, &set, 4, None, |_| {}, || {}),
@@ -125,14 +133,16 @@ async fn two_concurrent_migrate_runs_do_not_corrupt_anything() {
     // Each tenant is migrated by exactly one run; the other finds it done.
     assert_eq!(a.migrated + b.migrated, 8, "{a:?} {b:?}");
     for (sub, version, has_column, history) in tenant_states(&pool).await {
-        assert_eq!((version, has_column, history), (2, true, vec![1, 2]), "{sub}");
+        assert_eq!((version, has_column, &history), (set.latest_version(), true, &all), "{sub}");
     }
 }
 
 #[tokio::test]
 async fn a_failed_provisioning_leaves_no_tenant_behind() {
     let (_db, pool) = control_db().await;
-    let broken = MigrationSet::tenant().with("V2__broken", "create table projects (id int)").unwrap();
+    let next = MigrationSet::tenant().latest_version() + 1;
+    let broken =
+        MigrationSet::tenant().with(&format!("V{next}__broken"), "create table projects (id int)").unwrap();
     let new = NewTenant {
         name: TenantName::parse("Doomed").unwrap(),
         subdomain: Subdomain::parse("doomed").unwrap(),
