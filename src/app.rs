@@ -9,6 +9,7 @@ use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::api_keys::ApiKeyCache;
 use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
@@ -34,12 +35,15 @@ pub struct Inner {
     pub access: AccessCache,
     pub plans: PlanCatalog,
     pub members: MemberCache,
+    pub api_keys: ApiKeyCache,
     pub tenant_migrations: MigrationSet,
     pub mailer: Mailer,
     /// Base URL for mailed links.
     pub public_url: String,
     pub require_verified_email: bool,
     pub sign_in_throttle: SignInThrottle,
+    /// How long a deleted tenant's data is kept.
+    pub purge_after: chrono::Duration,
     pub schema: AppSchema,
     pub started_at: Instant,
 }
@@ -66,31 +70,57 @@ impl AppState {
             access: AccessCache::new(Duration::from_secs(60)),
             plans,
             members: MemberCache::new(Duration::from_secs(30)),
+            api_keys: ApiKeyCache::new(Duration::from_secs(60)),
             tenant_migrations,
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             require_verified_email: config.require_verified_email,
             sign_in_throttle: SignInThrottle::per_minute(10),
+            purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             schema: build_schema(),
             started_at: Instant::now(),
         })))
     }
 
-    /// Reacts to the notification bus: a changed tenant, or a reconnect that may have missed some.
+    /// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
+    async fn maintain(self) {
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every_hour.tick().await;
+            match crate::tenancy::purge_deleted(&self.pool, self.purge_after).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(tenants.purged = purged, "purged deleted tenants"),
+                Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
+            }
+            self.sign_in_throttle.prune();
+        }
+    }
+
+    /// Reacts to the notification bus: drops what changed, or everything after a reconnect
+    /// (notifications may have been missed while disconnected).
     async fn on_bus_event(&self, event: BusEvent) {
-        match event {
-            BusEvent::TenantChanged(id) => {
+        let BusEvent::Notice { channel, payload } = event else {
+            self.tenants.clear();
+            self.access.clear();
+            self.members.clear();
+            self.api_keys.clear();
+            return;
+        };
+        match channel.as_str() {
+            notify::TENANT_CHANGED => {
                 // Host names may have moved too, and they cannot be found by id: forget them all.
                 self.tenants.clear();
-                match id.parse() {
+                match payload.parse() {
                     Ok(id) => self.access.invalidate(id).await,
                     Err(_) => self.access.clear(),
                 }
             }
-            BusEvent::Connected => {
-                self.tenants.clear();
-                self.access.clear();
-            }
+            notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
+                Some((Ok(tenant), Ok(user))) => self.members.forget(tenant, user).await,
+                _ => self.members.clear(),
+            },
+            notify::API_KEY_CHANGED => self.api_keys.forget(&payload).await,
+            _ => {}
         }
     }
 }
@@ -183,7 +213,9 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
+        let upkeep = tokio::spawn(self.state.clone().maintain());
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
+        upkeep.abort();
         self.bus.abort();
         self.state.pool.close();
         self.database.close().await?;

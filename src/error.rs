@@ -48,6 +48,14 @@ impl AppError {
         Self::Internal(err.into())
     }
 
+    /// The constraint a failed statement violated, for mapping to `CONFLICT` and friends.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Self::Internal(err) => err.downcast_ref::<tokio_postgres::Error>().and_then(violated_constraint),
+            _ => None,
+        }
+    }
+
     /// The stable machine-readable code clients switch on.
     pub fn code(&self) -> &'static str {
         match self {

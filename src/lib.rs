@@ -1,6 +1,8 @@
 //! tenantry: a multi-tenant SaaS backend — one GraphQL API, one PostgreSQL schema per tenant.
 
+pub mod api_keys;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

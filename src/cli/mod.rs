@@ -55,7 +55,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
-            with_database(&cli.config, 4, |pool| tenants::run(pool, catalog, cmd)).await
+            let grace = cli.config.tenant_purge_after_days;
+            with_database(&cli.config, 4, |pool| tenants::run(pool, catalog, grace, cmd)).await
         }
     }
 }

@@ -6,6 +6,8 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use deadpool_postgres::Pool;
 
+use crate::audit::Actor;
+use crate::db::TenantTx;
 use crate::db::migrate::MigrationSet;
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog};
@@ -39,15 +41,25 @@ pub enum TenantsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a tenant and all its data. Irreversible: needs --yes.
+    /// Delete a tenant: gone for requests at once, data purged after TENANT_PURGE_AFTER_DAYS.
+    /// `--purge` drops its schema and data now (irreversible). Needs --yes.
     Delete {
         subdomain: String,
         #[arg(long)]
+        purge: bool,
+        #[arg(long)]
         yes: bool,
     },
+    /// Purge tenants deleted longer ago than TENANT_PURGE_AFTER_DAYS (the server does this hourly).
+    Purge,
 }
 
-pub async fn run(pool: Pool, catalog: PlanCatalog, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    pool: Pool,
+    catalog: PlanCatalog,
+    purge_after_days: u32,
+    cmd: TenantsCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
@@ -80,13 +92,29 @@ pub async fn run(pool: Pool, catalog: PlanCatalog, cmd: TenantsCommand) -> anyho
             let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
             return super::migrate::migrate_and_report(&pool, 1, Some(tenant.id), json).await;
         }
-        TenantsCommand::Delete { subdomain, yes } => {
+        TenantsCommand::Delete { subdomain, purge, yes } => {
             if !yes {
                 eprintln!("this deletes tenant {subdomain:?} and all its data; re-run with --yes to confirm");
                 return Ok(ExitCode::FAILURE);
             }
-            let tenant = tenancy::delete(&pool, &subdomain).await.map_err(app)?;
-            println!("deleted tenant {} ({})", tenant.subdomain, tenant.id);
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
+            if purge {
+                tenancy::purge(&pool, &tenant).await.map_err(app)?;
+                println!("purged tenant {} ({}) and its data", tenant.subdomain, tenant.id);
+            } else {
+                let mut tx = TenantTx::begin(&pool, &tenant.schema).await.map_err(app)?;
+                tenancy::soft_delete(&mut tx, Actor::System, tenant.id).await.map_err(app)?;
+                tx.commit().await.map_err(app)?;
+                println!(
+                    "deleted tenant {}; its data is purged after {purge_after_days} days",
+                    tenant.subdomain
+                );
+            }
+        }
+        TenantsCommand::Purge => {
+            let grace = chrono::Duration::days(i64::from(purge_after_days));
+            let purged = tenancy::purge_deleted(&pool, grace).await.map_err(app)?;
+            println!("purged {purged} deleted tenant(s)");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -101,7 +129,7 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
                     "id": t.id, "name": t.name, "subdomain": t.subdomain, "domain": t.domain,
                     "plan": t.plan, "status": t.status.as_db(), "expires_at": t.expires_at,
                     "schema": t.schema.as_str(), "migration_version": t.migration_version,
-                    "created_at": t.created_at,
+                    "created_at": t.created_at, "deleted_at": t.deleted_at,
                 })
             })
             .collect();

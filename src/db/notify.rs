@@ -1,7 +1,7 @@
 //! The LISTEN/NOTIFY bus: one dedicated connection per process.
 //!
-//! `tenant_changed` (payload: tenant id) is sent in the same transaction as any change to a
-//! tenant's status, plan, expiry or domain; every replica then drops its cached copies.
+//! Changes that cached state depends on (tenants, memberships, API keys) are published in the
+//! same transaction as the change; every replica then drops its cached copies.
 
 use std::time::Duration;
 
@@ -13,23 +13,42 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
+use crate::db::TenantTx;
 use crate::error::AppError;
 
 pub const TENANT_CHANGED: &str = "tenant_changed";
+/// Payload `<tenant id>:<user id>`: a membership was added, changed or removed.
+pub const MEMBER_CHANGED: &str = "member_changed";
+/// Payload: the key's prefix. An API key was revoked.
+pub const API_KEY_CHANGED: &str = "api_key_changed";
+const CHANNELS: [&str; 3] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED];
 
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
-    /// A tenant changed; the payload is its id.
-    TenantChanged(String),
+    /// A notification on one of the channels above.
+    Notice { channel: String, payload: String },
     /// The connection was (re)established: notifications may have been missed meanwhile.
     Connected,
 }
 
-/// Announces a tenant change; delivered to listeners when the surrounding transaction commits.
-pub async fn tenant_changed(db: &impl GenericClient, tenant_id: Uuid) -> Result<(), AppError> {
-    db.execute("select pg_notify($1, $2)", &[&TENANT_CHANGED, &tenant_id.to_string()]).await?;
+const NOTIFY: &str = "select pg_notify($1, $2)";
+
+/// Publishes on `channel`; delivered to every listener when the surrounding transaction commits.
+pub async fn publish(db: &impl GenericClient, channel: &str, payload: &str) -> Result<(), AppError> {
+    db.execute(NOTIFY, &[&channel, &payload]).await?;
     Ok(())
+}
+
+/// `publish` inside a tenant transaction.
+pub async fn publish_in(tx: &mut TenantTx, channel: &str, payload: &str) -> Result<(), AppError> {
+    tx.execute(NOTIFY, &[&channel, &payload]).await?;
+    Ok(())
+}
+
+/// Announces a tenant change (status, plan, expiry, domain, deletion).
+pub async fn tenant_changed(db: &impl GenericClient, tenant_id: Uuid) -> Result<(), AppError> {
+    publish(db, TENANT_CHANGED, &tenant_id.to_string()).await
 }
 
 /// Listens until aborted, reconnecting with backoff after a dropped connection.
@@ -53,8 +72,8 @@ where
                 .await
                 .expect("retries without limit");
             on_event(BusEvent::Connected).await;
-            while let Some(payload) = notifications.recv().await {
-                on_event(BusEvent::TenantChanged(payload)).await;
+            while let Some((channel, payload)) = notifications.recv().await {
+                on_event(BusEvent::Notice { channel, payload }).await;
             }
             drop(client);
             tracing::warn!("notification listener: connection lost; reconnecting");
@@ -62,10 +81,13 @@ where
     })
 }
 
+/// `(channel, payload)` pairs as they arrive.
+type Notices = mpsc::UnboundedReceiver<(String, String)>;
+
 /// Connects and subscribes; notifications arrive on the returned channel until the connection ends.
 async fn listen(
     config: &tokio_postgres::Config,
-) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>), tokio_postgres::Error> {
+) -> Result<(tokio_postgres::Client, Notices), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -73,7 +95,7 @@ async fn listen(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_owned()).is_err() {
+                    if tx.send((n.channel().to_owned(), n.payload().to_owned())).is_err() {
                         break;
                     }
                 }
@@ -85,6 +107,8 @@ async fn listen(
             }
         }
     });
-    client.batch_execute(&format!("listen {TENANT_CHANGED}")).await?;
+    for channel in CHANNELS {
+        client.batch_execute(&format!("listen {channel}")).await?;
+    }
     Ok((client, rx))
 }

@@ -7,12 +7,14 @@ use axum::http::HeaderMap;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use crate::api_keys::{self, KeyCaller};
 use crate::app::AppState;
+use crate::audit::Actor;
 use crate::auth::token::TokenRejected;
 use crate::db::TenantTx;
 use crate::error::AppError;
 use crate::members::Role;
-use crate::plans::TenantAccess;
+use crate::plans::{Feature, TenantAccess};
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +23,23 @@ pub enum Caller {
     /// Credentials were sent but refused; only operations that need a caller fail.
     Rejected(TokenRejected),
     User(Uuid),
+    ApiKey(KeyCaller),
+}
+
+impl Caller {
+    /// Reads `Authorization: Bearer <access token | API key>`.
+    pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Self {
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Self::Anonymous };
+        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+            return Self::Rejected(TokenRejected::Invalid);
+        };
+        let verified = if api_keys::looks_like_key(token) {
+            state.api_keys.authenticate(&state.pool, token).await.map(Self::ApiKey)
+        } else {
+            state.tokens.verify(token).map(Self::User)
+        };
+        verified.unwrap_or_else(Self::Rejected)
+    }
 }
 
 pub struct RequestCtx {
@@ -33,28 +52,29 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(state: AppState, tenant: Option<Arc<TenantAccess>>, headers: &HeaderMap) -> Self {
-        let caller = match headers.get(axum::http::header::AUTHORIZATION) {
-            None => Caller::Anonymous,
-            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-                Some(token) => match state.tokens.verify(token.trim()) {
-                    Ok(user_id) => Caller::User(user_id),
-                    Err(rejected) => Caller::Rejected(rejected),
-                },
-                None => Caller::Rejected(TokenRejected::Invalid),
-            },
-        };
+    pub fn new(state: AppState, tenant: Option<Arc<TenantAccess>>, caller: Caller) -> Self {
         Self { state, tenant, caller, role: OnceCell::new() }
     }
 
-    /// The signed-in user, or `UNAUTHENTICATED`.
+    /// The signed-in user, or `UNAUTHENTICATED` (`FORBIDDEN` for an API key).
     pub fn user_id(&self) -> Result<Uuid, AppError> {
         match self.caller {
             Caller::User(id) => Ok(id),
+            Caller::ApiKey(_) => Err(AppError::Forbidden(
+                "this operation needs a signed-in user; an API key acts only on its tenant's data",
+            )),
             Caller::Rejected(reason) => Err(reason.into()),
             Caller::Anonymous => {
                 Err(AppError::Unauthenticated("sign in first: send `Authorization: Bearer <access token>`"))
             }
+        }
+    }
+
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> Result<Actor, AppError> {
+        match self.caller {
+            Caller::ApiKey(key) => Ok(Actor::ApiKey(key.id)),
+            _ => self.user_id().map(Actor::User),
         }
     }
 
@@ -69,8 +89,17 @@ impl RequestCtx {
         })
     }
 
-    /// The caller's role in the request's tenant; `FORBIDDEN` for non-members.
+    /// The caller's role in the request's tenant; `FORBIDDEN` for non-members and for API keys
+    /// of other tenants.
     pub async fn role(&self) -> Result<Role, AppError> {
+        if let Caller::ApiKey(key) = self.caller {
+            let access = self.tenant()?;
+            if key.tenant_id != access.tenant.id {
+                return Err(AppError::Forbidden("this API key belongs to another tenant"));
+            }
+            access.require(Feature::ApiAccess, &self.state.plans)?;
+            return Ok(key.role);
+        }
         let user_id = self.user_id()?;
         let tenant_id = self.tenant()?.tenant.id;
         self.role

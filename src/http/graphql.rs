@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::graphql::context::RequestCtx;
+use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve::Resolver;
 
 pub async fn handler(
@@ -24,7 +24,16 @@ pub async fn handler(
         pool: &state.pool,
         base_domain: &state.base_domain,
     };
+    let caller = Caller::from_headers(&state, &headers).await;
     let tenant = match resolver.resolve(&headers).await {
+        // An API key names its own tenant when the request names none.
+        Ok(None) => match caller {
+            Caller::ApiKey(key) => match resolver.by_id(key.tenant_id).await {
+                Ok(tenant) => tenant,
+                Err(err) => return err.into_response(),
+            },
+            _ => None,
+        },
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
@@ -36,8 +45,30 @@ pub async fn handler(
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    let ctx = RequestCtx::new(state.clone(), tenant, &headers);
-    GraphQLResponse::from(state.schema.execute(request.data(ctx)).await).into_response()
+    let ctx = RequestCtx::new(state.clone(), tenant, caller);
+    let response = state.schema.execute(request.data(ctx)).await;
+    let retry_after = rate_limited(&response);
+    let mut http = GraphQLResponse::from(response).into_response();
+    // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429.
+    if let Some(seconds) = retry_after {
+        *http.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        http.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
+    http
+}
+
+/// `Retry-After` seconds if any error is `RATE_LIMITED`.
+fn rate_limited(response: &async_graphql::Response) -> Option<u64> {
+    response.errors.iter().find_map(|err| {
+        let ext = err.extensions.as_ref()?;
+        if ext.get("code") != Some(&async_graphql::Value::from("RATE_LIMITED")) {
+            return None;
+        }
+        match ext.get("retryAfter") {
+            Some(async_graphql::Value::Number(n)) => n.as_u64(),
+            _ => Some(60),
+        }
+    })
 }
 
 /// Whether the operation the request would run is a mutation (GraphQL over HTTP forbids it on GET).

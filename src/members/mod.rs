@@ -1,5 +1,7 @@
-//! Membership: which users belong to which tenant, with what role.
+//! Membership: which users belong to which tenant, with what role; invitations to join.
 
+pub mod graphql;
+pub mod invitations;
 pub mod repo;
 
 use std::time::Duration;
@@ -7,6 +9,9 @@ use std::time::Duration;
 use moka::future::Cache;
 use uuid::Uuid;
 
+use crate::audit::{self, Actor};
+use crate::db::TenantTx;
+use crate::db::notify::{MEMBER_CHANGED, publish_in};
 use crate::error::AppError;
 
 /// A member's role in a tenant, from most to least privileged.
@@ -66,5 +71,130 @@ impl MemberCache {
 
     pub async fn forget(&self, tenant_id: Uuid, user_id: Uuid) {
         self.0.invalidate(&(tenant_id, user_id)).await;
+    }
+
+    pub fn clear(&self) {
+        self.0.invalidate_all();
+    }
+}
+
+/// Why a membership change was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MemberChangeError {
+    NotAMember,
+    /// An ADMIN tried to change or remove an OWNER, or to make someone OWNER.
+    OwnerProtected,
+    /// The change would leave the tenant without an OWNER.
+    LastOwner,
+}
+
+impl From<MemberChangeError> for AppError {
+    fn from(err: MemberChangeError) -> Self {
+        match err {
+            MemberChangeError::NotAMember => AppError::NotFound("member"),
+            MemberChangeError::OwnerProtected => {
+                AppError::Forbidden("only an OWNER can change, remove or appoint an OWNER")
+            }
+            MemberChangeError::LastOwner => AppError::Forbidden(
+                "the last OWNER cannot be removed or demoted; make another member OWNER first",
+            ),
+        }
+    }
+}
+
+/// The acting member: who they are and their role.
+#[derive(Debug, Clone, Copy)]
+pub struct Acting {
+    pub actor: Actor,
+    pub role: Role,
+}
+
+/// Checks a change of `target`'s role to `new_role` (`None`: removal) against the rules.
+fn check_change(
+    roles: &[(Uuid, Role)],
+    acting: Acting,
+    target: Uuid,
+    new_role: Option<Role>,
+) -> Result<Role, MemberChangeError> {
+    let current =
+        roles.iter().find(|(id, _)| *id == target).map(|(_, r)| *r).ok_or(MemberChangeError::NotAMember)?;
+    let touches_owner = current == Role::Owner || new_role == Some(Role::Owner);
+    if touches_owner && acting.role != Role::Owner {
+        return Err(MemberChangeError::OwnerProtected);
+    }
+    let owners = roles.iter().filter(|(_, r)| *r == Role::Owner).count();
+    if current == Role::Owner && new_role != Some(Role::Owner) && owners == 1 {
+        return Err(MemberChangeError::LastOwner);
+    }
+    Ok(current)
+}
+
+/// Changes a member's role, with its audit entry, in the tenant transaction.
+pub async fn change_role(
+    tx: &mut TenantTx,
+    tenant_id: Uuid,
+    acting: Acting,
+    target: Uuid,
+    role: Role,
+) -> Result<(), AppError> {
+    let roles = repo::lock_roles(tx, tenant_id).await?;
+    let previous = check_change(&roles, acting, target, Some(role))?;
+    repo::set_role(tx, tenant_id, target, role).await?;
+    let details = serde_json::json!({ "from": previous.as_db(), "to": role.as_db() });
+    audit::record(tx, acting.actor, "member.role_changed", "user", &target.to_string(), details).await?;
+    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await
+}
+
+/// Removes a member, with its audit entry, in the tenant transaction.
+pub async fn remove(
+    tx: &mut TenantTx,
+    tenant_id: Uuid,
+    acting: Acting,
+    target: Uuid,
+) -> Result<(), AppError> {
+    let roles = repo::lock_roles(tx, tenant_id).await?;
+    let previous = check_change(&roles, acting, target, None)?;
+    repo::delete(tx, tenant_id, target).await?;
+    let details = serde_json::json!({ "role": previous.as_db() });
+    audit::record(tx, acting.actor, "member.removed", "user", &target.to_string(), details).await?;
+    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: Uuid = Uuid::from_u128(1);
+    const ADMIN: Uuid = Uuid::from_u128(2);
+    const MEMBER: Uuid = Uuid::from_u128(3);
+
+    fn roles() -> Vec<(Uuid, Role)> {
+        vec![(OWNER, Role::Owner), (ADMIN, Role::Admin), (MEMBER, Role::Member)]
+    }
+
+    fn acting(id: Uuid, role: Role) -> Acting {
+        Acting { actor: Actor::User(id), role }
+    }
+
+    #[test]
+    fn the_rules_protect_owners_and_the_last_owner() {
+        let admin = acting(ADMIN, Role::Admin);
+        let owner = acting(OWNER, Role::Owner);
+        assert_eq!(check_change(&roles(), admin, MEMBER, Some(Role::Viewer)), Ok(Role::Member));
+        assert_eq!(check_change(&roles(), admin, OWNER, None), Err(MemberChangeError::OwnerProtected));
+        assert_eq!(
+            check_change(&roles(), admin, MEMBER, Some(Role::Owner)),
+            Err(MemberChangeError::OwnerProtected)
+        );
+        assert_eq!(
+            check_change(&roles(), owner, OWNER, Some(Role::Admin)),
+            Err(MemberChangeError::LastOwner)
+        );
+        assert_eq!(check_change(&roles(), owner, OWNER, None), Err(MemberChangeError::LastOwner));
+        assert_eq!(check_change(&roles(), owner, MEMBER, Some(Role::Owner)), Ok(Role::Member));
+        assert_eq!(
+            check_change(&roles(), owner, Uuid::from_u128(9), None),
+            Err(MemberChangeError::NotAMember)
+        );
     }
 }

@@ -4,6 +4,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::Role;
+use crate::db::TenantTx;
 use crate::error::AppError;
 
 pub async fn find_role(
@@ -32,4 +33,75 @@ pub async fn insert(
     )
     .await?;
     Ok(())
+}
+
+/// A member with their account details.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Member>, AppError> {
+    let rows = db
+        .query(
+            "select m.user_id, u.email, u.name, m.role, m.created_at from control.memberships m
+             join control.users u on u.id = m.user_id
+             where m.tenant_id = $1 order by m.created_at, u.email",
+            &[&tenant_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Member {
+            user_id: r.get(0),
+            email: r.get(1),
+            name: r.get(2),
+            role: Role::from_db(r.get(3)).unwrap_or(Role::Viewer),
+            joined_at: r.get(4),
+        })
+        .collect())
+}
+
+/// Every member's role, locked until the transaction ends: role changes and removals of one
+/// tenant serialise here, so "the last OWNER" is decided on a stable set.
+pub async fn lock_roles(tx: &mut TenantTx, tenant_id: Uuid) -> Result<Vec<(Uuid, Role)>, AppError> {
+    let rows = tx
+        .query("select user_id, role from control.memberships where tenant_id = $1 for update", &[&tenant_id])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), Role::from_db(r.get(1)).unwrap_or(Role::Viewer))).collect())
+}
+
+pub async fn set_role(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid, role: Role) -> Result<(), AppError> {
+    tx.execute(
+        "update control.memberships set role = $3 where tenant_id = $1 and user_id = $2",
+        &[&tenant_id, &user_id, &role.as_db()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid) -> Result<(), AppError> {
+    tx.execute(
+        "delete from control.memberships where tenant_id = $1 and user_id = $2",
+        &[&tenant_id, &user_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Active members plus pending, unexpired invitations: the seats the plan limit counts.
+pub async fn seats_taken(tx: &mut TenantTx, tenant_id: Uuid) -> Result<i64, AppError> {
+    let row = tx
+        .query_one(
+            "select (select count(*) from control.memberships where tenant_id = $1)
+                  + (select count(*) from control.invitations
+                     where tenant_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())",
+            &[&tenant_id],
+        )
+        .await?;
+    Ok(row.get(0))
 }

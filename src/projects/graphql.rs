@@ -86,7 +86,7 @@ impl ProjectMutation {
         let description = parse_description(description.as_deref())?;
         let rc = ctx.data::<RequestCtx>()?;
         let mut tx = rc.tenant_tx().await?;
-        let project = repo::insert(&mut tx, name.as_str(), description, rc.user_id()?).await?;
+        let project = repo::insert(&mut tx, name.as_str(), description, rc.actor()?.user_id()).await?;
         tx.commit().await?;
         Ok(project.into())
     }

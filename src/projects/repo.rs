@@ -55,7 +55,7 @@ pub async fn insert(
     tx: &mut TenantTx,
     name: &str,
     description: Option<&str>,
-    created_by: Uuid,
+    created_by: Option<Uuid>,
 ) -> DbResult<Project> {
     let row = tx
         .query_one(

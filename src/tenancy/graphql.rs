@@ -20,6 +20,12 @@ pub struct TenantObject {
     role: Option<Role>,
 }
 
+impl TenantObject {
+    pub fn new(access: Arc<TenantAccess>, role: Option<Role>) -> Self {
+        Self { access, role }
+    }
+}
+
 #[Object(name = "Tenant")]
 impl TenantObject {
     async fn id(&self) -> ID {
@@ -109,9 +115,28 @@ impl TenantMutation {
         domain: MaybeUndefined<String>,
     ) -> async_graphql::Result<TenantObject> {
         let rc = ctx.data::<RequestCtx>()?;
-        let access = rc.tenant()?;
-        let tenant = super::update(&rc.state, &access.tenant, name.as_deref(), domain.as_opt_deref()).await?;
+        let current = &rc.tenant()?.tenant;
+        let mut tx = rc.tenant_tx().await?;
+        let base = &rc.state.base_domain;
+        let tenant =
+            super::update(&mut tx, base, rc.actor()?, current, name.as_deref(), domain.as_opt_deref())
+                .await?;
+        tx.commit().await?;
         let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
         Ok(TenantObject { access, role: Some(rc.role().await?) })
+    }
+
+    /// Deletes the request's tenant (OWNER only). It disappears at once; its data is purged
+    /// after the grace period (TENANT_PURGE_AFTER_DAYS). Returns the tenant's id.
+    #[graphql(guard = "RoleGuard::at_least(Role::Owner)")]
+    async fn delete_tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<ID> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let tenant_id = rc.tenant()?.tenant.id;
+        let mut tx = rc.tenant_tx().await?;
+        super::soft_delete(&mut tx, rc.actor()?, tenant_id).await?;
+        tx.commit().await?;
+        rc.state.access.invalidate(tenant_id).await;
+        rc.state.tenants.clear();
+        Ok(ID(tenant_id.to_string()))
     }
 }

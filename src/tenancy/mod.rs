@@ -12,6 +12,9 @@ use uuid::Uuid;
 use self::model::{Domain, Subdomain, Tenant, TenantName, TenantStatus};
 use self::provision::{NewTenant, provision};
 use crate::app::AppState;
+use crate::audit::{self, Actor};
+use crate::db::TenantTx;
+use crate::db::notify::{TENANT_CHANGED, publish_in};
 use crate::error::AppError;
 
 /// Creates a tenant owned by `user_id`.
@@ -38,18 +41,19 @@ pub async fn create_for_user(
     Ok(tenant)
 }
 
-/// Renames a tenant and/or changes its custom domain (`Some(None)` removes it).
+/// Renames a tenant and/or changes its custom domain (`Some(None)` removes it), with its
+/// audit entry, in the tenant transaction.
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant.id))]
 pub async fn update(
-    state: &AppState,
+    tx: &mut TenantTx,
+    base_domain: &str,
+    actor: Actor,
     tenant: &Tenant,
     name: Option<&str>,
     domain: Option<Option<&str>>,
 ) -> Result<Tenant, AppError> {
     let name = name.map(TenantName::parse).transpose()?;
-    let domain = domain.map(|d| d.map(|d| Domain::parse(d, &state.base_domain)).transpose()).transpose()?;
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
+    let domain = domain.map(|d| d.map(|d| Domain::parse(d, base_domain)).transpose()).transpose()?;
     let row = tx
         .query_one(
             "update control.tenants set
@@ -65,22 +69,55 @@ pub async fn update(
             ],
         )
         .await
-        .map_err(|err| match crate::error::violated_constraint(&err) {
-            Some("tenants_domain_key") => AppError::Conflict {
-                field: "domain",
-                message: "this domain is already used by another tenant".into(),
-            },
-            _ => err.into(),
+        .map_err(|err| {
+            if err.constraint() == Some("tenants_domain_key") {
+                AppError::Conflict {
+                    field: "domain",
+                    message: "this domain is already used by another tenant".into(),
+                }
+            } else {
+                err
+            }
         })?;
-    crate::db::notify::tenant_changed(&tx, tenant.id).await?;
-    tx.commit().await?;
-    Tenant::from_row(&row)
+    let updated = Tenant::from_row(&row)?;
+    let details = serde_json::json!({ "name": updated.name, "domain": updated.domain });
+    audit::record(tx, actor, "tenant.updated", "tenant", &tenant.id.to_string(), details).await?;
+    publish_in(tx, TENANT_CHANGED, &tenant.id.to_string()).await?;
+    Ok(updated)
 }
 
-/// Finds a tenant by subdomain, or `TENANT_NOT_FOUND`.
+/// Deletes a tenant softly: it is gone for every request at once (on every replica); its schema
+/// and data are purged after the grace period, or at once by `tenantry tenants delete --purge`.
+#[tracing::instrument(skip_all, fields(tenant.id = %tenant_id))]
+pub async fn soft_delete(tx: &mut TenantTx, actor: Actor, tenant_id: Uuid) -> Result<(), AppError> {
+    tx.execute(
+        "update control.tenants set deleted_at = now(), updated_at = now() where id = $1 and deleted_at is null",
+        &[&tenant_id],
+    )
+    .await?;
+    audit::record(tx, actor, "tenant.deleted", "tenant", &tenant_id.to_string(), serde_json::json!({}))
+        .await?;
+    publish_in(tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
+    tracing::info!("tenant deleted (soft)");
+    Ok(())
+}
+
+/// Purges tenants deleted longer ago than `grace`; returns how many.
+pub async fn purge_deleted(pool: &Pool, grace: chrono::Duration) -> Result<usize, AppError> {
+    let due = {
+        let client = pool.get().await?;
+        repo::deleted_before(&client, chrono::Utc::now() - grace).await?
+    };
+    for tenant in &due {
+        purge(pool, tenant).await?;
+    }
+    Ok(due.len())
+}
+
+/// Finds a tenant by subdomain, deleted or not (for operators), or `TENANT_NOT_FOUND`.
 pub async fn by_subdomain(pool: &Pool, subdomain: &str) -> Result<Tenant, AppError> {
     let client = pool.get().await?;
-    repo::find_by_subdomain(&client, subdomain)
+    repo::find_any_by_subdomain(&client, subdomain)
         .await?
         .ok_or_else(|| AppError::TenantNotFound(format!("no tenant has the subdomain {subdomain:?}")))
 }
@@ -98,11 +135,9 @@ pub async fn set_status(pool: &Pool, subdomain: &str, status: TenantStatus) -> R
     Ok(Tenant { status, ..tenant })
 }
 
-/// Deletes a tenant: its schema and all its data, its memberships and its row.
-#[tracing::instrument(skip_all, fields(tenant.id))]
-pub async fn delete(pool: &Pool, subdomain: &str) -> Result<Tenant, AppError> {
-    let tenant = by_subdomain(pool, subdomain).await?;
-    tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+/// Purges a tenant: drops its schema and all its data, its memberships and its row.
+#[tracing::instrument(skip_all, fields(tenant.id = %tenant.id))]
+pub async fn purge(pool: &Pool, tenant: &Tenant) -> Result<(), AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     crate::db::migrate::lock_schema(&tx, &tenant.schema).await?;
@@ -110,6 +145,6 @@ pub async fn delete(pool: &Pool, subdomain: &str) -> Result<Tenant, AppError> {
     tx.execute("delete from control.tenants where id = $1", &[&tenant.id]).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     tx.commit().await?;
-    tracing::info!("tenant deleted");
-    Ok(tenant)
+    tracing::info!("tenant purged");
+    Ok(())
 }

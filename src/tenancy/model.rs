@@ -133,6 +133,8 @@ pub struct Tenant {
     pub schema: SchemaName,
     pub migration_version: i32,
     pub created_at: DateTime<Utc>,
+    /// Set when deleted: gone for requests, schema kept until purged.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 impl Tenant {
@@ -151,6 +153,7 @@ impl Tenant {
             schema: SchemaName::parse(&schema).map_err(AppError::internal)?,
             migration_version: row.get("migration_version"),
             created_at: row.get("created_at"),
+            deleted_at: row.get("deleted_at"),
         })
     }
 

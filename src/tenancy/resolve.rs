@@ -121,6 +121,15 @@ impl Resolver<'_> {
             (None, TenantKey::Domain(_)) => Ok(None),
         }
     }
+
+    /// A tenant by id (e.g. an API key's), checked to be open for requests.
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<Arc<TenantAccess>>, AppError> {
+        let access = self.access.get(self.pool, self.catalog, id).await?;
+        if let Some(access) = &access {
+            access.tenant.check_open(chrono::Utc::now())?;
+        }
+        Ok(access)
+    }
 }
 
 #[cfg(test)]

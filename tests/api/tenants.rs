@@ -23,7 +23,7 @@ fn stdout(out: &Output) -> String {
 
 #[tokio::test]
 async fn operators_create_list_suspend_resume_and_delete_tenants() {
-    let (db, _pool) = control_db().await;
+    let (db, pool) = control_db().await;
 
     let out = tenantry(&db.url, &["tenants", "create", "--name", "Acme Inc", "--subdomain", "acme"]);
     assert!(out.status.success(), "{out:?}");
@@ -33,8 +33,7 @@ async fn operators_create_list_suspend_resume_and_delete_tenants() {
 
     let out = tenantry(&db.url, &["tenants", "suspend", "acme"]);
     assert!(out.status.success(), "{out:?}");
-    let list: Value =
-        serde_json::from_str(&stdout(&tenantry(&db.url, &["tenants", "list", "--json"]))).unwrap();
+    let list = list_json(&db.url);
     assert_eq!(list[0]["subdomain"], "acme");
     assert_eq!(list[0]["status"], "suspended");
     let latest = tenantry::db::migrate::MigrationSet::tenant().latest_version();
@@ -43,10 +42,25 @@ async fn operators_create_list_suspend_resume_and_delete_tenants() {
     assert!(tenantry(&db.url, &["tenants", "resume", "acme"]).status.success());
     let out = tenantry(&db.url, &["tenants", "delete", "acme"]);
     assert!(!out.status.success(), "delete without --yes must refuse");
+    // A plain delete is soft: the row and the schema stay until purged.
     assert!(tenantry(&db.url, &["tenants", "delete", "acme", "--yes"]).status.success());
-    let list: Value =
-        serde_json::from_str(&stdout(&tenantry(&db.url, &["tenants", "list", "--json"]))).unwrap();
-    assert_eq!(list, serde_json::json!([]));
+    let list = list_json(&db.url);
+    assert!(list[0]["deleted_at"].is_string(), "{list}");
+    let schema = list[0]["schema"].as_str().unwrap().to_owned();
+    assert!(schema_exists(&pool, &schema).await);
+
+    assert!(tenantry(&db.url, &["tenants", "delete", "acme", "--purge", "--yes"]).status.success());
+    assert_eq!(list_json(&db.url), serde_json::json!([]));
+    assert!(!schema_exists(&pool, &schema).await, "purge must drop the schema");
+}
+
+fn list_json(db_url: &str) -> Value {
+    serde_json::from_str(&stdout(&tenantry(db_url, &["tenants", "list", "--json"]))).unwrap()
+}
+
+async fn schema_exists(pool: &deadpool_postgres::Pool, schema: &str) -> bool {
+    let client = pool.get().await.unwrap();
+    client.query_opt("select 1 from pg_namespace where nspname = $1", &[&schema]).await.unwrap().is_some()
 }
 
 #[tokio::test]

@@ -1,0 +1,92 @@
+//! GraphQL: `createApiKey`, `apiKeys`, `revokeApiKey` (OWNER and ADMIN; creating needs `api_access`).
+
+use async_graphql::{Context, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::repo::{self, ApiKey};
+use crate::error::AppError;
+use crate::graphql::context::RequestCtx;
+use crate::graphql::guards::{FeatureGuard, RoleGuard};
+use crate::members::Role;
+use crate::plans::Feature;
+
+#[derive(SimpleObject)]
+#[graphql(name = "ApiKey")]
+pub struct ApiKeyObject {
+    id: ID,
+    name: String,
+    role: Role,
+    /// The visible part of the key (`tk_<prefix>_…`), to tell keys apart.
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for ApiKeyObject {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: ID(k.id.to_string()),
+            name: k.name,
+            role: k.role,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CreatedApiKey {
+    /// The full key. Shown only now: store it; only a hash is kept.
+    key: String,
+    api_key: ApiKeyObject,
+}
+
+#[derive(Default)]
+pub struct ApiKeyQuery;
+
+#[Object]
+impl ApiKeyQuery {
+    #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
+    async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKeyObject>> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let client = rc.state.pool.get().await.map_err(AppError::from)?;
+        let keys = repo::list(&client, rc.tenant()?.tenant.id).await?;
+        Ok(keys.into_iter().map(Into::into).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ApiKeyMutation;
+
+#[Object]
+impl ApiKeyMutation {
+    #[graphql(guard = "RoleGuard::at_least(Role::Admin).and(FeatureGuard::new(Feature::ApiAccess))")]
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        role: Role,
+    ) -> async_graphql::Result<CreatedApiKey> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let tenant_id = rc.tenant()?.tenant.id;
+        let mut tx = rc.tenant_tx().await?;
+        let (key, api_key) = super::create(&mut tx, tenant_id, rc.actor()?, &name, role).await?;
+        tx.commit().await?;
+        Ok(CreatedApiKey { key, api_key: api_key.into() })
+    }
+
+    #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyObject> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let id = id.parse().map_err(|_| AppError::NotFound("API key"))?;
+        let tenant_id = rc.tenant()?.tenant.id;
+        let mut tx = rc.tenant_tx().await?;
+        let key = super::revoke(&mut tx, tenant_id, rc.actor()?, id).await?;
+        tx.commit().await?;
+        rc.state.api_keys.forget(&key.prefix).await;
+        Ok(key.into())
+    }
+}

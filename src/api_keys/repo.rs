@@ -1,0 +1,105 @@
+//! SQL for `control.api_keys`.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::db::TenantTx;
+use crate::error::AppError;
+use crate::members::Role;
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            role: Role::from_db(row.get("role")).unwrap_or(Role::Viewer),
+            prefix: row.get("prefix"),
+            created_by: row.get("created_by"),
+            created_at: row.get("created_at"),
+            last_used_at: row.get("last_used_at"),
+            revoked_at: row.get("revoked_at"),
+        }
+    }
+}
+
+/// What authentication needs.
+#[derive(Debug)]
+pub struct StoredKey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub role: Role,
+    pub secret_hash: Vec<u8>,
+    pub revoked: bool,
+}
+
+pub async fn insert(
+    tx: &mut TenantTx,
+    tenant_id: Uuid,
+    name: &str,
+    role: Role,
+    prefix: &str,
+    secret_hash: &[u8],
+    created_by: Option<Uuid>,
+) -> Result<ApiKey, AppError> {
+    let row = tx
+        .query_one(
+            "insert into control.api_keys (id, tenant_id, name, role, prefix, secret_hash, created_by)
+             values ($1, $2, $3, $4, $5, $6, $7) returning *",
+            &[&Uuid::new_v4(), &tenant_id, &name, &role.as_db(), &prefix, &secret_hash, &created_by],
+        )
+        .await?;
+    Ok(ApiKey::from_row(&row))
+}
+
+pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<ApiKey>, AppError> {
+    let rows = db
+        .query("select * from control.api_keys where tenant_id = $1 order by created_at", &[&tenant_id])
+        .await?;
+    Ok(rows.iter().map(ApiKey::from_row).collect())
+}
+
+pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, id: Uuid) -> Result<Option<ApiKey>, AppError> {
+    let row = tx
+        .query_opt(
+            "update control.api_keys set revoked_at = now()
+             where id = $1 and tenant_id = $2 and revoked_at is null returning *",
+            &[&id, &tenant_id],
+        )
+        .await?;
+    Ok(row.as_ref().map(ApiKey::from_row))
+}
+
+pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Option<StoredKey>, AppError> {
+    let row = db
+        .query_opt(
+            "select id, tenant_id, role, secret_hash, revoked_at is not null from control.api_keys where prefix = $1",
+            &[&prefix],
+        )
+        .await?;
+    Ok(row.map(|r| StoredKey {
+        id: r.get(0),
+        tenant_id: r.get(1),
+        role: Role::from_db(r.get(2)).unwrap_or(Role::Viewer),
+        secret_hash: r.get(3),
+        revoked: r.get(4),
+    }))
+}
+
+pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), AppError> {
+    db.execute("update control.api_keys set last_used_at = now() where id = $1", &[&id]).await?;
+    Ok(())
+}
