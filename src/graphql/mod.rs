@@ -6,8 +6,11 @@ pub mod scalars;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
+use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
+use crate::audit::graphql::AuditQuery;
 use crate::auth::graphql::{AuthMutation, AuthQuery};
 use crate::health::graphql::HealthQuery;
+use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
@@ -15,10 +18,19 @@ use crate::tenancy::graphql::{TenantMutation, TenantQuery};
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(HealthQuery, PlanQuery, AuthQuery, TenantQuery, ProjectQuery);
+pub struct QueryRoot(
+    HealthQuery,
+    PlanQuery,
+    AuthQuery,
+    TenantQuery,
+    MemberQuery,
+    ApiKeyQuery,
+    AuditQuery,
+    ProjectQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(AuthMutation, TenantMutation, ProjectMutation);
+pub struct MutationRoot(AuthMutation, TenantMutation, MemberMutation, ApiKeyMutation, ProjectMutation);
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {

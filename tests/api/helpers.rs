@@ -265,6 +265,53 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Invites `<name>@example.com` into `tenant` as `role`; returns the `inviteMember` result or errors.
+    pub async fn invite(&self, token: &str, tenant: &str, name: &str, role: &str) -> Value {
+        let query = "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { id email role expiresAt } }";
+        let vars = json!({ "e": format!("{name}@example.com"), "r": role });
+        self.graphql(As::member(token, tenant), query, vars).await.1
+    }
+
+    /// Accepts an invitation token as the caller.
+    pub async fn accept(&self, token: &str, invitation_token: &str) -> Value {
+        let query = "mutation($t: String!) { acceptInvitation(token: $t) { subdomain role } }";
+        self.graphql(As::user(token), query, json!({ "t": invitation_token })).await.1
+    }
+
+    /// A new verified user `<name>` who joined `tenant` as `role` by invitation; returns their token.
+    pub async fn member_of(&self, owner: &str, tenant: &str, name: &str, role: &str) -> String {
+        let invited = self.invite(owner, tenant, name, role).await;
+        assert!(invited["data"]["inviteMember"].is_object(), "{invited}");
+        let invitation = self.last_mail_to(&format!("{name}@example.com"));
+        let user = self.sign_up(name).await;
+        let accepted = self.accept(&user, invitation["token"].as_str().unwrap()).await;
+        assert_eq!(accepted["data"]["acceptInvitation"]["role"], role, "{accepted}");
+        user
+    }
+
+    /// The user id behind an access token.
+    pub async fn user_id(&self, token: &str) -> String {
+        let (_, body) = self.graphql(As::user(token), "{ me { id } }", json!({})).await;
+        body["data"]["me"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Moves a tenant to `plan` the way an operator or billing would.
+    pub async fn set_plan(&self, subdomain: &str, plan: &str) {
+        let tenant = tenantry::tenancy::by_subdomain(&self.pool, subdomain).await.unwrap();
+        tenantry::plans::change_plan(&self.pool, &self.state.plans, tenant.id, plan).await.unwrap();
+        // This process hears its own notification; wait until its cache reflects the change.
+        for _ in 0..200 {
+            let access = self.state.access.get(&self.pool, &self.state.plans, tenant.id).await.unwrap();
+            if access.is_some_and(|a| a.plan.id == plan) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("plan change never reached the cache");
+    }
+}
+
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()

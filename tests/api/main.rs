@@ -1,11 +1,15 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
+mod api_keys;
 mod embedded;
 mod health;
 mod helpers;
 mod http;
+mod identity;
 mod isolation;
 mod load;
+mod mail;
+mod members;
 mod migrations;
 mod plans;
 mod schema;
