@@ -213,3 +213,42 @@ fn a_broken_plans_file_stops_start_up_naming_the_file_line_and_problem() {
     assert!(stderr.contains(&format!("invalid plans file {}: line 4:", file.display())), "{stderr}");
     assert!(stderr.contains("teleport"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reconnects_after_its_connection_is_killed_and_invalidation_resumes() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("ann").await;
+    app.create_tenant(&ann, "acme").await;
+    app.graphql(As::member(&ann, "acme"), "{ tenant { id } }", json!({})).await;
+
+    let client = app.pool.get().await.unwrap();
+    let killed = client
+        .query(
+            "select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and query ilike 'listen %'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listener connection per process");
+
+    // Wait for the new LISTEN connection, then change the plan: the running server must notice.
+    eventually(Duration::from_secs(10), || async {
+        let row = client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen %'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    let tenant = tenancy::by_subdomain(&app.pool, "acme").await.unwrap();
+    plans::change_plan(&app.pool, &PlanCatalog::builtin(), tenant.id, "pro").await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let (_, body) = app.graphql(As::member(&ann, "acme"), "{ tenant { plan { id } } }", json!({})).await;
+        (body["data"]["tenant"]["plan"]["id"] == "pro").then_some(())
+    })
+    .await;
+}

@@ -100,3 +100,30 @@ fn the_schema_command_prints_the_committed_schema() {
     assert!(out.status.success());
     assert_eq!(stdout(&out), tenantry::graphql::sdl());
 }
+
+#[tokio::test]
+async fn purge_drops_only_tenants_deleted_longer_ago_than_the_grace_period() {
+    let (db, pool) = control_db().await;
+    provision_many(&pool, &["old-gone", "new-gone", "alive"]).await;
+    for sub in ["old-gone", "new-gone"] {
+        assert!(tenantry(&db.url, &["tenants", "delete", sub, "--yes"]).status.success());
+    }
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "update control.tenants set deleted_at = now() - interval '31 days' where subdomain = 'old-gone'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let out = tenantry(&db.url, &["tenants", "purge"]);
+    assert!(stdout(&out).contains("purged 1 deleted tenant"), "{out:?}");
+    let left: Vec<String> = list_json(&db.url)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["subdomain"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, ["alive", "new-gone"]);
+}
