@@ -147,7 +147,7 @@ impl AppError {
         if let Some(field) = self.field() {
             extensions["field"] = json!(field);
         }
-        json!({ "data": null, "errors": [{ "message": self.message(), "extensions": extensions }] })
+        json!({ "errors": [{ "message": self.message(), "extensions": extensions }] })
     }
 }
 
@@ -183,7 +183,8 @@ impl From<AppError> for async_graphql::Error {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log_if_internal();
-        let mut response = (self.status(), axum::Json(self.graphql_body())).into_response();
+        let content_type = [(header::CONTENT_TYPE, "application/graphql-response+json")];
+        let mut response = (self.status(), content_type, axum::Json(self.graphql_body())).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

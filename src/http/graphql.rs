@@ -1,9 +1,10 @@
 //! `GET|POST /graphql`: tenant resolution and status checks before GraphQL runs, then execution.
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
@@ -14,8 +15,23 @@ pub async fn handler(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    if method == Method::POST && !is_json(&headers) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the GraphQL request as application/json",
+        );
+    }
+    let mut request = match request {
+        Ok(request) => request.into_inner(),
+        Err(rejection) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a valid GraphQL request: {}", rejection.0),
+            );
+        }
+    };
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
     let resolver = Resolver {
         tenants: &state.tenants,
@@ -37,16 +53,28 @@ pub async fn handler(
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
-    let mut request = request.into_inner();
     if method == Method::GET && is_mutation(&mut request) {
-        let body = serde_json::json!({ "data": null, "errors": [{
-            "message": "mutations must be sent with POST",
-            "extensions": { "code": "VALIDATION" }
-        }]});
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
+        let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     let ctx = RequestCtx::new(state.clone(), tenant, caller);
-    let response = state.schema.execute(request.data(ctx)).await;
+    let mut response = state.schema.execute(request.data(ctx)).await;
+    // A document that failed to parse or validate never executed: a request error, HTTP 400.
+    let request_failed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|err| err.path.is_empty());
+    for err in &mut response.errors {
+        let extensions = err.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", if err.path.is_empty() { "VALIDATION" } else { "INTERNAL" });
+        }
+    }
+    if request_failed {
+        let body = serde_json::json!({ "errors": response.errors });
+        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body))
+            .into_response();
+    }
     let retry_after = rate_limited(&response);
     let mut http = GraphQLResponse::from(response).into_response();
     // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429.
@@ -55,6 +83,23 @@ pub async fn handler(
         http.headers_mut().insert(header::RETRY_AFTER, seconds.into());
     }
     http
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A GraphQL-over-HTTP request error: no `data` entry, one error with a code.
+fn request_error(status: StatusCode, message: &str) -> Response {
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "VALIDATION" } }] });
+    (status, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body)).into_response()
 }
 
 /// `Retry-After` seconds if any error is `RATE_LIMITED`.
