@@ -71,15 +71,15 @@ pub async fn sign_in(state: &AppState, email: &str, password: &str) -> Result<(U
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     };
     state.sign_in_throttle.attempt(email.as_str())?;
-    let client = state.pool.get().await?;
-    let found = repo::find_credentials(&client, &email).await?;
+    let found = repo::find_credentials(&state.pool.get().await?, &email).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
+    // No connection is held while the deliberately slow hash runs.
     match (password::verify(password.to_owned(), hash).await?, user) {
         (true, Some(user)) => {
-            let tokens = session::start(&client, &state.tokens, user.id).await?;
+            let tokens = session::start(&state.pool.get().await?, &state.tokens, user.id).await?;
             Ok((user, tokens))
         }
         _ => Err(AppError::Unauthenticated(BAD_CREDENTIALS)),
@@ -157,17 +157,19 @@ pub async fn change_password(
     new_password: &str,
 ) -> Result<(User, Tokens), AppError> {
     let password = Password::parse(new_password)?;
-    let client = state.pool.get().await?;
-    let user = repo::find(&client, user_id)
-        .await?
-        .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
-    let email = EmailAddress::parse(&user.email)?;
-    let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
+    let (user, stored) = {
+        let client = state.pool.get().await?;
+        let user = repo::find(&client, user_id)
+            .await?
+            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        let email = EmailAddress::parse(&user.email)?;
+        let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
+        (user, stored)
+    };
     if !password::verify(current.to_owned(), stored).await? {
         return Err(AppError::validation("currentPassword", "is not the current password"));
     }
     let hash = password::hash(password).await?;
-    drop(client);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     repo::set_password(&tx, user_id, &hash).await?;
