@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`, `bench …`.
 
 mod migrate;
 mod tenants;
@@ -37,6 +37,9 @@ pub enum Command {
     Tenants(tenants::TenantsCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
+    /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await
         }
+        Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Tenants(cmd) => {
             with_database(&cli.config, 4, |pool| tenants::run(pool, cmd)).await
         }

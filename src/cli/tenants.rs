@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Subcommand;
 use deadpool_postgres::Pool;
 
@@ -132,8 +131,5 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
 
 /// CLI errors are printed for an operator: the client-facing message, or the internal detail.
 fn app(err: AppError) -> anyhow::Error {
-    match err {
-        AppError::Internal(inner) => inner,
-        other => anyhow!(other.message()),
-    }
+    err.into_anyhow()
 }

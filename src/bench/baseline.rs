@@ -1,0 +1,183 @@
+//! The two baselines the GraphQL read is measured against: `pgbench` running the same SQL, and a
+//! plain axum + tokio-postgres handler (run as its own process, like the server) doing the same.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use deadpool_postgres::Pool;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use super::setup;
+use crate::db::{SchemaName, build_pool};
+
+/// The per-request SQL, as the server's `TenantTx` sends it: begin, set_config and the select
+/// in one flush, then commit.
+const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
+const FIND_PROJECT: &str = "select * from projects where id = $1";
+
+/// Which tenants a run spreads its requests over.
+#[derive(Debug, Clone, Copy)]
+pub enum Spread {
+    /// Bench tenants `0..n`, uniformly.
+    Tenants(usize),
+    /// Bench tenant 0 only.
+    One,
+}
+
+/// pgbench's transactions per second for the same SQL, `clients` connections, pipelined.
+pub async fn pgbench(
+    url: &str,
+    spread: Spread,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let pick = match spread {
+        Spread::Tenants(n) => format!("\\set i random(0, {})", n.saturating_sub(1)),
+        Spread::One => "\\set i 0".to_owned(),
+    };
+    // `:i` becomes a bind parameter in prepared mode; the name is built by the server, as cheap
+    // as it gets, and the statements match what TenantTx sends.
+    let script = format!(
+        "{pick}\n\\startpipeline\nbegin;\nselect set_config('search_path', {schema}, true);\n\
+         select * from projects where id = {project};\ncommit;\n\\endpipeline\n",
+        schema = setup::pgbench_schema_expr(),
+        project = setup::pgbench_project_expr(),
+    );
+    let path = std::env::temp_dir().join(format!("tenantry-bench-{}.sql", std::process::id()));
+    tokio::fs::write(&path, script).await?;
+    let output = tokio::process::Command::new("pgbench")
+        .args(["--no-vacuum", "--protocol=prepared", "--jobs=2"])
+        .arg(format!("--client={clients}"))
+        .arg(format!("--time={}", duration.as_secs().max(1)))
+        .arg("--file")
+        .arg(&path)
+        .arg(url)
+        // Prepared mode prepares every statement before the first transaction runs, so the
+        // connection starts on tenant 0's schema; set_config then moves it, as in the server.
+        .env(
+            "PGOPTIONS",
+            format!(
+                "-c search_path={}",
+                SchemaName::for_tenant(setup::tenant_id(0))
+            ),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running pgbench (install the PostgreSQL client tools)")?;
+    let _ = tokio::fs::remove_file(&path).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("tps = ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("no tps line in pgbench output:\n{stdout}"))
+}
+
+struct Plain {
+    pool: Pool,
+    /// Subdomain → quoted schema, loaded at start (the server's equivalent is its moka cache).
+    schemas: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct PlainRequest {
+    variables: PlainVariables,
+}
+
+#[derive(Deserialize)]
+struct PlainVariables {
+    id: Uuid,
+}
+
+/// Serves the plain baseline on `bind` until killed: `POST /graphql` taking the same request the
+/// GraphQL server gets, running the same SQL, answering the same JSON shape.
+pub async fn serve_plain(
+    url: &str,
+    bind: SocketAddr,
+    tenants: usize,
+    pool_size: usize,
+) -> anyhow::Result<()> {
+    let schemas = (0..tenants)
+        .map(|i| {
+            let schema = SchemaName::for_tenant(setup::tenant_id(i));
+            (setup::subdomain(i), schema.quoted())
+        })
+        .collect();
+    let state = Arc::new(Plain {
+        pool: build_pool(url, pool_size)?,
+        schemas,
+    });
+    let router = axum::Router::new()
+        .route("/graphql", post(plain_read))
+        .route("/livez", axum::routing::get(|| async { "ok" }))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+async fn plain_read(
+    State(state): State<Arc<Plain>>,
+    headers: HeaderMap,
+    Json(request): Json<PlainRequest>,
+) -> Result<Json<serde_json::Value>, StatusCode> {
+    let schema = headers
+        .get("x-tenant")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|sub| state.schemas.get(sub))
+        .ok_or(StatusCode::NOT_FOUND)?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let id = request.variables.id;
+    let search_path: [(&(dyn ToSql + Sync), Type); 1] = [(schema, Type::TEXT)];
+    let result = futures::try_join!(
+        client.batch_execute("begin"),
+        client.query_typed(SET_SEARCH_PATH, &search_path),
+        async {
+            let statement = client.prepare_cached(FIND_PROJECT).await?;
+            client.query_opt(&statement, &[&id]).await
+        },
+    );
+    let row = match result {
+        Ok((_, _, row)) => row,
+        Err(_) => {
+            let _ = client.batch_execute("rollback").await;
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    client
+        .batch_execute("commit")
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let row = row.ok_or(StatusCode::NOT_FOUND)?;
+    let (id, name): (Uuid, String) = (row.get("id"), row.get("name"));
+    Ok(Json(
+        json!({ "data": { "project": { "id": id, "name": name } } }),
+    ))
+}
