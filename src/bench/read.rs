@@ -38,8 +38,9 @@ pub struct ReadArgs {
     /// Seconds each measured run lasts.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Seconds of unmeasured load before each HTTP run (fills caches and statement caches).
-    #[arg(long, default_value_t = 3)]
+    /// Seconds of unmeasured load before each run (fills PostgreSQL's catalog caches, the
+    /// statement caches and the server's caches; a thousand cold schemas take a while).
+    #[arg(long, default_value_t = 15)]
     pub warmup: u64,
     /// Tenants provisioned at once during set-up.
     #[arg(long, default_value_t = 4)]
@@ -114,23 +115,18 @@ pub async fn run(
 
     let rss_idle = server.rss_bytes()?;
     eprintln!("pgbench, spread over {} tenants", args.tenants);
-    baseline::pgbench(
-        url,
-        Spread::Tenants(args.tenants),
-        args.connections,
-        Duration::from_secs(2),
-    )
-    .await?;
     let pgbench_tps = baseline::pgbench(
         url,
         Spread::Tenants(args.tenants),
         args.connections,
+        warm.duration,
         duration,
     )
     .await?;
     eprintln!("  {pgbench_tps:.0} tps");
     eprintln!("pgbench, one tenant");
-    let pgbench_one = baseline::pgbench(url, Spread::One, args.connections, duration).await?;
+    let pgbench_one =
+        baseline::pgbench(url, Spread::One, args.connections, warm.duration, duration).await?;
     eprintln!("  {pgbench_one:.0} tps");
     eprintln!("GraphQL, spread");
     let sampler = server.sample_peak_rss()?;

@@ -1,5 +1,6 @@
 //! `tenantry tenants …`: operator commands on tenants.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -7,6 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::db::migrate::MigrationSet;
 use crate::error::AppError;
+use crate::tenancy::export::{self, ImportAs};
 use crate::tenancy::model::{Subdomain, Tenant, TenantName, TenantStatus};
 use crate::tenancy::provision::{NewTenant, provision};
 use crate::tenancy::{self, repo};
@@ -35,6 +37,15 @@ pub enum TenantsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a tenant (its control rows and a pg_dump of its schema) to one JSON file.
+    Export { subdomain: String, file: PathBuf },
+    /// Restore an export: as the same tenant (which must not exist), or with --subdomain as a
+    /// new tenant with a new id and schema.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        subdomain: Option<String>,
+    },
     /// Delete a tenant and all its data. Irreversible: needs --yes.
     Delete {
         subdomain: String,
@@ -43,8 +54,31 @@ pub enum TenantsCommand {
     },
 }
 
-pub async fn run(pool: Pool, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(pool: Pool, url: String, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        TenantsCommand::Export { subdomain, file } => {
+            let tenant = export::export(&pool, &url, &subdomain, &file)
+                .await
+                .map_err(app)?;
+            println!(
+                "exported tenant {} ({}) to {}",
+                tenant.subdomain,
+                tenant.id,
+                file.display()
+            );
+        }
+        TenantsCommand::Import { file, subdomain } => {
+            let target = match subdomain {
+                Some(sub) => ImportAs::New(Subdomain::parse(&sub).map_err(app)?),
+                None => ImportAs::Same,
+            };
+            let imported = export::import(&url, &file, target).await.map_err(app)?;
+            let t = &imported.tenant;
+            println!(
+                "imported tenant {} ({}) into schema {} with {} memberships ({} skipped: unknown users)",
+                t.subdomain, t.id, t.schema, imported.memberships, imported.skipped_memberships
+            );
+        }
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
                 name: TenantName::parse(&name).map_err(app)?,

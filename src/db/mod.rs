@@ -3,6 +3,7 @@
 pub mod embedded;
 pub mod migrate;
 pub mod notify;
+pub mod pg_bin;
 mod pool;
 mod schema_name;
 mod tenant_tx;

@@ -1,6 +1,7 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
 mod embedded;
+mod export;
 mod health;
 mod helpers;
 mod http;
