@@ -96,4 +96,12 @@ impl RequestCtx {
         let tenant = self.tenant()?;
         TenantTx::begin(&self.state.pool, &tenant.schema).await
     }
+
+    /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
+    /// the same round trip (see `TenantTx::begin_single`).
+    pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
+        self.role().await?;
+        let tenant = self.tenant()?;
+        TenantTx::begin_single(&self.state.pool, &tenant.schema).await
+    }
 }
