@@ -14,15 +14,12 @@ use axum::routing::post;
 use deadpool_postgres::Pool;
 use serde::Deserialize;
 use serde_json::json;
-use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::setup;
-use crate::db::{SchemaName, build_pool};
+use crate::db::{SchemaName, TenantTx, build_pool};
 
-/// The per-request SQL, as the server's `TenantTx` sends it: begin, set_config and the select
-/// in one flush, then commit.
-const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
+/// The per-request query, as `projects::repo::find` sends it.
 const FIND_PROJECT: &str = "select * from projects where id = $1";
 
 /// Which tenants a run spreads its requests over.
@@ -111,8 +108,8 @@ pub async fn pgbench(
 
 struct Plain {
     pool: Pool,
-    /// Subdomain → quoted schema, loaded at start (the server's equivalent is its moka cache).
-    schemas: HashMap<String, String>,
+    /// Subdomain → schema, built at start (the server's equivalent is its moka cache).
+    schemas: HashMap<String, SchemaName>,
 }
 
 #[derive(Deserialize)]
@@ -135,8 +132,10 @@ pub async fn serve_plain(
 ) -> anyhow::Result<()> {
     let schemas = (0..tenants)
         .map(|i| {
-            let schema = SchemaName::for_tenant(setup::tenant_id(i));
-            (setup::subdomain(i), schema.quoted())
+            (
+                setup::subdomain(i),
+                SchemaName::for_tenant(setup::tenant_id(i)),
+            )
         })
         .collect();
     let state = Arc::new(Plain {
@@ -162,33 +161,16 @@ async fn plain_read(
         .and_then(|v| v.to_str().ok())
         .and_then(|sub| state.schemas.get(sub))
         .ok_or(StatusCode::NOT_FOUND)?;
-    let client = state
-        .pool
-        .get()
+    let internal = |_| StatusCode::INTERNAL_SERVER_ERROR;
+    let mut tx = TenantTx::begin_single(&state.pool, schema)
         .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-    let id = request.variables.id;
-    let search_path: [(&(dyn ToSql + Sync), Type); 1] = [(schema, Type::TEXT)];
-    let result = futures::try_join!(
-        client.batch_execute("begin"),
-        client.query_typed(SET_SEARCH_PATH, &search_path),
-        async {
-            let statement = client.prepare_cached(FIND_PROJECT).await?;
-            client.query_opt(&statement, &[&id]).await
-        },
-    );
-    let row = match result {
-        Ok((_, _, row)) => row,
-        Err(_) => {
-            let _ = client.batch_execute("rollback").await;
-            return Err(StatusCode::INTERNAL_SERVER_ERROR);
-        }
-    };
-    client
-        .batch_execute("commit")
+        .map_err(internal)?;
+    let row = tx
+        .query_opt(FIND_PROJECT, &[&request.variables.id])
         .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let row = row.ok_or(StatusCode::NOT_FOUND)?;
+        .map_err(internal)?
+        .ok_or(StatusCode::NOT_FOUND)?;
+    tx.commit().await.map_err(internal)?;
     let (id, name): (Uuid, String) = (row.get("id"), row.get("name"));
     Ok(Json(
         json!({ "data": { "project": { "id": id, "name": name } } }),

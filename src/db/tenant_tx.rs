@@ -6,6 +6,12 @@
 //!
 //! A single-statement transaction (`begin_single`) also pipelines its `commit`, so a one-query
 //! read costs one round trip in all.
+//!
+//! Prepared statements are cached per connection *and schema*: PostgreSQL re-analyses and
+//! re-plans a prepared statement whenever the search_path differs from the one it was prepared
+//! under, which over many tenants costs more than the query itself. A statement prepared for
+//! one schema is only ever run under that schema, so its plan stays valid (and if it were not,
+//! PostgreSQL would still re-resolve the names: correctness never depends on the key).
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
@@ -15,6 +21,9 @@ use super::SchemaName;
 use crate::error::AppError;
 
 const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
+/// A connection's statement cache is emptied when it reaches this size (statements are per
+/// schema, so it grows with the tenants a connection serves; PostgreSQL memory grows with it).
+const MAX_CACHED_STATEMENTS: usize = 2_000;
 
 /// A transaction on one tenant's schema. Commit it; dropping it rolls back.
 pub struct TenantTx {
@@ -123,9 +132,11 @@ impl TenantTx {
         sql: &str,
         op: impl AsyncFnOnce(&Object, &Statement) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, AppError> {
+        // The schema in a comment makes the cache key per schema; PostgreSQL ignores it.
+        let keyed = format!("/* {} */ {sql}", self.search_path);
         if self.state == State::Open {
             let client = self.client();
-            let statement = client.prepare_cached(sql).await?;
+            let statement = client.prepare_cached(&keyed).await?;
             return Ok(op(client, &statement).await?);
         }
         if self.state == State::Finished {
@@ -134,6 +145,10 @@ impl TenantTx {
             )));
         }
         let client = self.client.as_ref().expect("client present");
+        if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+            // Dropped statements are closed on the server as their last user lets go.
+            client.statement_cache.clear();
+        }
         // Touches no table, so it can be prepared (once per connection) outside the transaction.
         let set_search_path = client.prepare_cached(SET_SEARCH_PATH).await?;
         // From here on something may have reached the server, so dropping must roll back.
@@ -144,7 +159,7 @@ impl TenantTx {
             client.batch_execute("begin"),
             client.query(&set_search_path, &search_path),
             async {
-                let statement = client.prepare_cached(sql).await?;
+                let statement = client.prepare_cached(&keyed).await?;
                 if !single {
                     return op(client, &statement).await;
                 }
