@@ -145,7 +145,10 @@ impl TenantTx {
             )));
         }
         let client = self.client.as_ref().expect("client present");
-        if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+        // `size()` walks the whole cache, so it is only asked every 256th use of a connection.
+        if Object::metrics(client).recycle_count.is_multiple_of(256)
+            && client.statement_cache.size() >= MAX_CACHED_STATEMENTS
+        {
             // Dropped statements are closed on the server as their last user lets go.
             client.statement_cache.clear();
         }
