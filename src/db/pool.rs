@@ -52,7 +52,13 @@ pub fn build_pool_retiring(url: &str, max_size: usize, retire: Retire) -> anyhow
         // Runs before the manager's (fast) recycle; an error drops the connection and the
         // caller gets a fresh one. Nothing else about recycling changes.
         .pre_recycle(Hook::sync_fn(move |_, metrics| {
-            if metrics.recycle_count >= retire.max_uses || metrics.age() >= retire.max_age {
+            // Past half its uses a connection may retire at any checkout, so connections opened
+            // together do not all retire (and start with cold caches) at the same moment.
+            let half = retire.max_uses / 2;
+            let early = metrics.recycle_count >= half
+                && rand::random_ratio(1, u32::try_from(half.max(1)).unwrap_or(u32::MAX));
+            if early || metrics.recycle_count >= retire.max_uses || metrics.age() >= retire.max_age
+            {
                 return Err(HookError::Message("connection retired".into()));
             }
             Ok(())
