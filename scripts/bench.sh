@@ -29,10 +29,20 @@ machine() {
 ensure_db() { psql "$PGURL/postgres" -qAtc "select 1 from pg_database where datname = '$1'" | grep -q 1 \
   || psql "$PGURL/postgres" -qc "create database $1"; }
 
+# Autovacuum still digesting a previous run's 10,000 schemas steals CPU from the measurements.
+quiet_postgres() {
+  for _ in $(seq 120); do
+    [ "$(psql "$PGURL/postgres" -Atc "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'")" = 0 ] && return
+    sleep 1
+  done
+  echo "warning: autovacuum still busy; figures may be low" >&2
+}
+
 machine
 export RUST_LOG=${RUST_LOG:-warn} LOG_FORMAT=json
 if [ "$what" = all ] || [ "$what" = read ]; then
   ensure_db tenantry_bench
+  quiet_postgres
   echo "\$ DATABASE_URL=$PGURL/tenantry_bench $bin bench read --tenants $TENANTS --duration $DURATION"
   DATABASE_URL=$PGURL/tenantry_bench "$bin" bench read --tenants "$TENANTS" --duration "$DURATION"
 fi

@@ -98,11 +98,18 @@ pub async fn run(
         duration: Duration::from_secs(args.warmup),
         ..closed
     };
-    let measure = async |target: &Target, load: Load| -> anyhow::Result<LoadResult> {
+    // Each run also reports the server's CPU time per request, which other load on the
+    // machine hardly changes (throughput it changes a lot).
+    let measure = async |server: &ChildServer,
+                         target: &Target,
+                         load: Load|
+           -> anyhow::Result<(LoadResult, f64)> {
         if args.warmup > 0 {
             load::run(target, warm).await?;
         }
+        let cpu0 = server.cpu_time()?;
         let result = load::run(target, load).await?;
+        let cpu_us = (server.cpu_time()? - cpu0).as_secs_f64() * 1e6 / result.ok.max(1) as f64;
         eprintln!(
             "  {:.0} req/s, {} errors, p50 {:.2} ms, p99 {:.2} ms",
             result.rps(),
@@ -110,7 +117,8 @@ pub async fn run(
             result.percentile_ms(0.5),
             result.percentile_ms(0.99)
         );
-        Ok(result)
+        eprintln!("  server CPU {cpu_us:.0} µs per request");
+        Ok((result, cpu_us))
     };
 
     let rss_idle = server.rss_bytes()?;
@@ -130,15 +138,16 @@ pub async fn run(
     eprintln!("  {pgbench_one:.0} tps");
     eprintln!("GraphQL, spread");
     let sampler = server.sample_peak_rss()?;
-    let gql_spread = measure(&target(server.addr, &spread), closed).await?;
+    let (gql_spread, gql_cpu) = measure(&server, &target(server.addr, &spread), closed).await?;
     let rss_load = sampler.finish();
     eprintln!("plain handler, spread");
-    let plain_spread = measure(&target(plain.addr, &spread), closed).await?;
+    let (plain_spread, plain_cpu) = measure(&plain, &target(plain.addr, &spread), closed).await?;
     eprintln!("GraphQL, one tenant");
-    let gql_one = measure(&target(server.addr, &one), closed).await?;
+    let (gql_one, one_cpu) = measure(&server, &target(server.addr, &one), closed).await?;
     let half = gql_spread.rps() / 2.0;
     eprintln!("GraphQL, spread, at {half:.0} req/s");
-    let paced = measure(
+    let (paced, _) = measure(
+        &server,
         &target(server.addr, &spread),
         Load {
             rate: Some(half),
@@ -183,6 +192,10 @@ pub async fn run(
             "tps",
             "",
             0.0,
+        ),
+        Figure::plain(
+            "    server CPU per request: GraphQL spread / one tenant / plain",
+            format!("{gql_cpu:.0} / {one_cpu:.0} / {plain_cpu:.0} µs"),
         ),
         Figure::plain(
             "B4 p50 / p99 at half peak",

@@ -63,6 +63,23 @@ impl ChildServer {
         self.child.id().context("the server under test has exited")
     }
 
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed /proc/<pid>/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(100);
+        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
     /// Resident memory now, in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         rss_of(self.pid()?)
