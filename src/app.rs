@@ -15,6 +15,7 @@ use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
+use crate::graphql::documents::DocumentCache;
 use crate::graphql::{AppSchema, build_schema};
 use crate::members::MemberCache;
 use crate::tenancy::resolve::TenantCache;
@@ -31,6 +32,8 @@ pub struct Inner {
     pub members: MemberCache,
     pub tenant_migrations: MigrationSet,
     pub schema: AppSchema,
+    /// Parsed queries by text.
+    pub documents: DocumentCache,
     pub started_at: Instant,
 }
 
@@ -55,6 +58,7 @@ impl AppState {
             members: MemberCache::new(Duration::from_secs(30)),
             tenant_migrations,
             schema: build_schema(),
+            documents: DocumentCache::new(1_000),
             started_at: Instant::now(),
         })))
     }

@@ -34,6 +34,7 @@ pub async fn handler(
         )
             .into_response();
     }
+    state.documents.attach(&mut request).await;
     let ctx = RequestCtx::new(state.clone(), tenant, &headers);
     GraphQLResponse::from(state.schema.execute(request.data(ctx)).await).into_response()
 }
