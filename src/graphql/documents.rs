@@ -33,3 +33,24 @@ impl DocumentCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_query_is_parsed_once_and_broken_ones_are_not_kept() {
+        let cache = DocumentCache::new(10);
+        let mut first = async_graphql::Request::new("{ health { status } }");
+        cache.attach(&mut first).await;
+        cache.0.run_pending_tasks().await;
+        assert_eq!(cache.0.entry_count(), 1);
+        let mut again = async_graphql::Request::new("{ health { status } }");
+        cache.attach(&mut again).await;
+        assert!(again.parsed_query().is_ok());
+        let mut broken = async_graphql::Request::new("{ health {");
+        cache.attach(&mut broken).await;
+        cache.0.run_pending_tasks().await;
+        assert_eq!(cache.0.entry_count(), 1);
+    }
+}
