@@ -17,6 +17,7 @@ use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
+use crate::graphql::documents::DocumentCache;
 use crate::graphql::{AppSchema, build_schema};
 use crate::mail::Mailer;
 use crate::members::MemberCache;
@@ -45,6 +46,8 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub schema: AppSchema,
+    /// Parsed queries by text.
+    pub documents: DocumentCache,
     pub started_at: Instant,
 }
 
@@ -78,6 +81,7 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             schema: build_schema(),
+            documents: DocumentCache::new(1_000),
             started_at: Instant::now(),
         })))
     }

@@ -92,6 +92,14 @@ impl AppError {
         }
     }
 
+    /// For operators (CLI, benches): the client-facing message, or the internal detail.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Self::Internal(inner) => inner,
+            other => anyhow::anyhow!(other.message()),
+        }
+    }
+
     /// The message a person reads. Never contains internal detail.
     pub fn message(&self) -> String {
         match self {

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`, `bench …`.
 
 mod migrate;
 mod tenants;
@@ -38,6 +38,9 @@ pub enum Command {
     Tenants(tenants::TenantsCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
+    /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -51,12 +54,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            with_database(&cli.config, usize::from(args.jobs) + 2, |pool| migrate::run(pool, args)).await
+            with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
         }
+        Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;
-            with_database(&cli.config, 4, |pool| tenants::run(pool, catalog, grace, cmd)).await
+            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, cmd)).await
         }
     }
 }
@@ -64,14 +68,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Opens the database (embedded or DATABASE_URL), applies control migrations, runs `f`, closes.
 async fn with_database<F, Fut>(config: &Config, pool_size: usize, f: F) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(deadpool_postgres::Pool) -> Fut,
+    F: FnOnce(deadpool_postgres::Pool, String) -> Fut,
     Fut: Future<Output = anyhow::Result<ExitCode>>,
 {
     let database = Database::open(config, Durability::Durable).await?;
     let pool = build_pool(&database.url, pool_size)?;
     check_reachable(&pool).await?;
     migrate_control(&pool).await?;
-    let outcome = f(pool.clone()).await;
+    let outcome = f(pool.clone(), database.url.clone()).await;
     pool.close();
     database.close().await?;
     outcome

@@ -1,8 +1,8 @@
 //! `tenantry tenants …`: operator commands on tenants.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Subcommand;
 use deadpool_postgres::Pool;
 
@@ -11,6 +11,7 @@ use crate::db::TenantTx;
 use crate::db::migrate::MigrationSet;
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog};
+use crate::tenancy::export::{self, ImportAs};
 use crate::tenancy::model::{Subdomain, Tenant, TenantName, TenantStatus};
 use crate::tenancy::provision::{NewTenant, provision};
 use crate::tenancy::{self, repo};
@@ -41,6 +42,15 @@ pub enum TenantsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a tenant (its control rows and a pg_dump of its schema) to one JSON file.
+    Export { subdomain: String, file: PathBuf },
+    /// Restore an export: as the same tenant (which must not exist), or with --subdomain as a
+    /// new tenant with a new id and schema.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        subdomain: Option<String>,
+    },
     /// Delete a tenant: gone for requests at once, data purged after TENANT_PURGE_AFTER_DAYS.
     /// `--purge` drops its schema and data now (irreversible). Needs --yes.
     Delete {
@@ -56,11 +66,28 @@ pub enum TenantsCommand {
 
 pub async fn run(
     pool: Pool,
+    url: String,
     catalog: PlanCatalog,
     purge_after_days: u32,
     cmd: TenantsCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        TenantsCommand::Export { subdomain, file } => {
+            let tenant = export::export(&pool, &url, &subdomain, &file).await.map_err(app)?;
+            println!("exported tenant {} ({}) to {}", tenant.subdomain, tenant.id, file.display());
+        }
+        TenantsCommand::Import { file, subdomain } => {
+            let target = match subdomain {
+                Some(sub) => ImportAs::New(Subdomain::parse(&sub).map_err(app)?),
+                None => ImportAs::Same,
+            };
+            let imported = export::import(&url, &file, target).await.map_err(app)?;
+            let t = &imported.tenant;
+            println!(
+                "imported tenant {} ({}) into schema {} with {} memberships ({} skipped: unknown users)",
+                t.subdomain, t.id, t.schema, imported.memberships, imported.skipped_memberships
+            );
+        }
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
                 name: TenantName::parse(&name).map_err(app)?,
@@ -152,8 +179,5 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
 
 /// CLI errors are printed for an operator: the client-facing message, or the internal detail.
 fn app(err: AppError) -> anyhow::Error {
-    match err {
-        AppError::Internal(inner) => inner,
-        other => anyhow!(other.message()),
-    }
+    err.into_anyhow()
 }

@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use anyhow::{Context, bail};
 use nix::unistd::{Uid, User};
 
+use super::pg_bin::find_bin_dir;
+
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or \
 under /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; \
 macOS: `brew install postgresql@15`) or set DATABASE_URL to use an existing server.";
@@ -37,7 +39,7 @@ pub struct EmbeddedPostgres {
 impl EmbeddedPostgres {
     /// Creates the cluster under `data_dir` on first use, then starts it (or adopts a running one).
     pub fn start(data_dir: &Path, durability: Durability) -> anyhow::Result<Self> {
-        let bin_dir = find_bin_dir().context(INSTALL_HINT)?;
+        let bin_dir = find_bin_dir(&["initdb", "pg_ctl"]).context(INSTALL_HINT)?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
@@ -202,29 +204,4 @@ impl Drop for EmbeddedPostgres {
             tracing::error!(error = format!("{err:#}"), "stopping the embedded PostgreSQL");
         }
     }
-}
-
-/// Finds the directory holding `initdb` and `pg_ctl`: PATH first, then the newest Debian layout.
-fn find_bin_dir() -> Option<PathBuf> {
-    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if has_both(&dir) {
-                // Resolve symlinks so pg_ctl finds its sibling `postgres` binary.
-                let real = dir.join("pg_ctl").canonicalize().ok()?;
-                return real.parent().map(Path::to_path_buf);
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .filter(|(_, bin)| has_both(bin))
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
 }

@@ -3,10 +3,11 @@
 pub mod embedded;
 pub mod migrate;
 pub mod notify;
+pub mod pg_bin;
 mod pool;
 mod schema_name;
 mod tenant_tx;
 
-pub use pool::{build_pool, check_reachable};
+pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};
 pub use schema_name::{InvalidSchemaName, SchemaName};
 pub use tenant_tx::TenantTx;

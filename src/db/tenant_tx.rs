@@ -3,15 +3,27 @@
 //! The first statement pipelines `begin`, `set_config('search_path', <schema>, true)` and the
 //! query itself, so scoping costs no extra round trip. The setting is transaction-local: when the
 //! transaction ends, the pooled connection carries nothing over to its next user.
+//!
+//! A single-statement transaction (`begin_single`) also pipelines its `commit`, so a one-query
+//! read costs one round trip in all.
+//!
+//! Prepared statements are cached per connection *and schema*: PostgreSQL re-analyses and
+//! re-plans a prepared statement whenever the search_path differs from the one it was prepared
+//! under, which over many tenants costs more than the query itself. A statement prepared for
+//! one schema is only ever run under that schema, so its plan stays valid (and if it were not,
+//! PostgreSQL would still re-resolve the names: correctness never depends on the key).
 
 use deadpool_postgres::{Object, Pool};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use super::SchemaName;
 use crate::error::AppError;
 
 const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
+/// A connection's statement cache is emptied when it reaches this size (statements are per
+/// schema, so it grows with the tenants a connection serves; PostgreSQL memory grows with it).
+const MAX_CACHED_STATEMENTS: usize = 2_000;
 
 /// A transaction on one tenant's schema. Commit it; dropping it rolls back.
 pub struct TenantTx {
@@ -19,6 +31,8 @@ pub struct TenantTx {
     /// The quoted schema, the whole of the transaction's search_path.
     search_path: String,
     state: State,
+    /// Commit together with the first statement; a second statement is refused.
+    single: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +46,18 @@ enum State {
 impl TenantTx {
     /// Takes a connection for `schema`. Nothing is sent until the first statement.
     pub async fn begin(pool: &Pool, schema: &SchemaName) -> Result<Self, AppError> {
+        Self::open(pool, schema, false).await
+    }
+
+    /// Like `begin`, for exactly one statement: begin, set_config, the statement and commit go
+    /// out in one flush. `commit` afterwards is a no-op; a second statement is an error.
+    pub async fn begin_single(pool: &Pool, schema: &SchemaName) -> Result<Self, AppError> {
+        Self::open(pool, schema, true).await
+    }
+
+    async fn open(pool: &Pool, schema: &SchemaName, single: bool) -> Result<Self, AppError> {
         let client = pool.get().await?;
-        Ok(Self { client: Some(client), search_path: schema.quoted(), state: State::Pending })
+        Ok(Self { client: Some(client), search_path: schema.quoted(), state: State::Pending, single })
     }
 
     fn client(&self) -> &Object {
@@ -70,30 +94,54 @@ impl TenantTx {
     /// and each sends its messages on first poll, so the server receives begin, set_config and
     /// then the statement in one flush. On a statement-cache hit the execute goes out in that
     /// same flush (one round trip); on a miss the prepare does, behind set_config, as it must:
-    /// unqualified table names resolve against the search_path.
+    /// unqualified table names resolve against the search_path. In single mode `commit` is
+    /// polled right after the statement's first poll, so it always follows the statement.
     async fn run<T>(
         &mut self,
         sql: &str,
         op: impl AsyncFnOnce(&Object, &Statement) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, AppError> {
+        // The schema in a comment makes the cache key per schema; PostgreSQL ignores it.
+        let keyed = format!("/* {} */ {sql}", self.search_path);
         if self.state == State::Open {
             let client = self.client();
-            let statement = client.prepare_cached(sql).await?;
+            let statement = client.prepare_cached(&keyed).await?;
             return Ok(op(client, &statement).await?);
         }
-        assert_eq!(self.state, State::Pending, "TenantTx used after commit");
+        if self.state == State::Finished {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a single-statement TenantTx ran a second statement"
+            )));
+        }
+        let client = self.client.as_ref().expect("client present");
+        // `size()` walks the whole cache, so it is only asked every 256th use of a connection.
+        if Object::metrics(client).recycle_count.is_multiple_of(256)
+            && client.statement_cache.size() >= MAX_CACHED_STATEMENTS
+        {
+            // Dropped statements are closed on the server as their last user lets go.
+            client.statement_cache.clear();
+        }
+        // Touches no table, so it can be prepared (once per connection) outside the transaction.
+        let set_search_path = client.prepare_cached(SET_SEARCH_PATH).await?;
         // From here on something may have reached the server, so dropping must roll back.
         self.state = State::Open;
-        let client = self.client.as_ref().expect("client present");
-        let search_path: [(&(dyn ToSql + Sync), Type); 1] = [(&self.search_path, Type::TEXT)];
+        let single = self.single;
+        let search_path: [&(dyn ToSql + Sync); 1] = [&self.search_path];
         let (_, _, out) = futures::try_join!(
             client.batch_execute("begin"),
-            client.query_typed(SET_SEARCH_PATH, &search_path),
+            client.query(&set_search_path, &search_path),
             async {
-                let statement = client.prepare_cached(sql).await?;
-                op(client, &statement).await
+                let statement = client.prepare_cached(&keyed).await?;
+                if !single {
+                    return op(client, &statement).await;
+                }
+                let (out, ()) = futures::try_join!(op(client, &statement), client.batch_execute("commit"))?;
+                Ok(out)
             },
         )?;
+        if single {
+            self.state = State::Finished;
+        }
         Ok(out)
     }
 

@@ -117,4 +117,12 @@ impl RequestCtx {
         let schema = &self.tenant()?.tenant.schema;
         TenantTx::begin(&self.state.pool, schema).await
     }
+
+    /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
+    /// the same round trip (see `TenantTx::begin_single`).
+    pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
+        self.role().await?;
+        let schema = &self.tenant()?.tenant.schema;
+        TenantTx::begin_single(&self.state.pool, schema).await
+    }
 }

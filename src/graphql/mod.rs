@@ -1,6 +1,7 @@
 //! Schema assembly: one merged root per operation type, each feature contributing its part.
 
 pub mod context;
+pub mod documents;
 pub mod guards;
 pub mod scalars;
 

@@ -53,6 +53,8 @@ pub async fn handler(
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
+    // A query text seen before skips parsing (the cache is bounded).
+    state.documents.attach(&mut request).await;
     if method == Method::GET && is_mutation(&mut request) {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));

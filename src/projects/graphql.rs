@@ -53,7 +53,7 @@ impl ProjectQuery {
             return Err(AppError::validation("first", format!("must be between 1 and {MAX_PAGE}")).into());
         }
         let after = after.map(|id| parse_id(&id)).transpose()?;
-        let mut tx = ctx.data::<RequestCtx>()?.tenant_tx().await?;
+        let mut tx = ctx.data::<RequestCtx>()?.tenant_tx_single().await?;
         let projects = repo::list(&mut tx, first.into(), after).await?;
         tx.commit().await?;
         Ok(projects.into_iter().map(Into::into).collect())
@@ -63,7 +63,7 @@ impl ProjectQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Viewer)")]
     async fn project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ProjectObject> {
         let id = parse_id(&id)?;
-        let mut tx = ctx.data::<RequestCtx>()?.tenant_tx().await?;
+        let mut tx = ctx.data::<RequestCtx>()?.tenant_tx_single().await?;
         let project = repo::find(&mut tx, id).await?;
         tx.commit().await?;
         Ok(project.ok_or(AppError::NotFound("project"))?.into())

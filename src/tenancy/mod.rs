@@ -1,5 +1,7 @@
 //! Tenants: model, resolution, provisioning, lifecycle.
 
+pub mod dump;
+pub mod export;
 pub mod graphql;
 pub mod model;
 pub mod provision;

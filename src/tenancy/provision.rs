@@ -19,9 +19,19 @@ pub struct NewTenant {
     pub owner: Option<Uuid>,
 }
 
-#[tracing::instrument(skip_all, fields(tenant.id))]
+/// Provisions a tenant under a fresh random id.
 pub async fn provision(pool: &Pool, migrations: &MigrationSet, new: NewTenant) -> Result<Tenant, AppError> {
-    let id = Uuid::new_v4();
+    provision_with_id(pool, migrations, Uuid::new_v4(), new).await
+}
+
+/// Provisions a tenant under a chosen id (imports keep or pick theirs; benches use fixed ones).
+#[tracing::instrument(skip_all, fields(tenant.id))]
+pub async fn provision_with_id(
+    pool: &Pool,
+    migrations: &MigrationSet,
+    id: Uuid,
+    new: NewTenant,
+) -> Result<Tenant, AppError> {
     tracing::Span::current().record("tenant.id", tracing::field::display(id));
     let schema = SchemaName::for_tenant(id);
     let mut client = pool.get().await?;

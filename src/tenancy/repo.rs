@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::model::{Tenant, TenantStatus};
-use crate::error::AppError;
+use crate::error::{AppError, violated_constraint};
 
 pub async fn find_by_subdomain(db: &impl GenericClient, subdomain: &str) -> Result<Option<Tenant>, AppError> {
     db.query_opt("select * from control.tenants where subdomain = $1 and deleted_at is null", &[&subdomain])
@@ -52,6 +52,70 @@ pub async fn deleted_before(
         .iter()
         .map(Tenant::from_row)
         .collect()
+}
+
+/// The tenant's row and its memberships as JSON, for an export.
+pub async fn export_rows(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<(serde_json::Value, serde_json::Value), AppError> {
+    let row = db
+        .query_one(
+            "select to_jsonb(t),
+                    (select coalesce(jsonb_agg(to_jsonb(m) order by m.created_at), '[]'::jsonb)
+                     from control.memberships m where m.tenant_id = t.id)
+             from control.tenants t where t.id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Inserts an exported tenant row (already given its id, subdomain and schema). An owner who
+/// does not exist in this database is dropped.
+pub async fn insert_exported(db: &impl GenericClient, row: &serde_json::Value) -> Result<(), AppError> {
+    db.execute(
+        "insert into control.tenants
+         select (r).id, (r).name, (r).subdomain, (r).domain, (r).plan, (r).status, (r).expires_at,
+                (r).settings, (r).stripe_customer_id,
+                (select u.id from control.users u where u.id = (r).owner_id),
+                (r).schema_name, (r).migration_version, (r).created_at, now()
+         from (select jsonb_populate_record(null::control.tenants, $1) as r) s",
+        &[row],
+    )
+    .await
+    .map_err(|err| match violated_constraint(&err) {
+        Some("tenants_pkey") => AppError::Conflict {
+            field: "id",
+            message: "this tenant still exists; delete it first or import it as a new tenant".into(),
+        },
+        Some("tenants_subdomain_key") => {
+            AppError::Conflict { field: "subdomain", message: "the subdomain is already taken".into() }
+        }
+        Some("tenants_domain_key") => AppError::Conflict {
+            field: "domain",
+            message: "the custom domain belongs to another tenant".into(),
+        },
+        _ => err.into(),
+    })?;
+    Ok(())
+}
+
+/// Inserts exported memberships into tenant `id`, for users that exist here; returns how many.
+pub async fn insert_exported_memberships(
+    db: &impl GenericClient,
+    id: Uuid,
+    memberships: &serde_json::Value,
+) -> Result<u64, AppError> {
+    Ok(db
+        .execute(
+            "insert into control.memberships (tenant_id, user_id, role, created_at)
+             select $1, m.user_id, m.role, m.created_at
+             from jsonb_populate_recordset(null::control.memberships, $2) m
+             where exists (select 1 from control.users u where u.id = m.user_id)",
+            &[&id, memberships],
+        )
+        .await?)
 }
 
 pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tenant>, AppError> {

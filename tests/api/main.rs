@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod embedded;
+mod export;
 mod health;
 mod helpers;
 mod http;

@@ -1,0 +1,161 @@
+//! `tenantry bench scale`: operations over many tenants (10,000 by default): provisioning, a
+//! no-op `tenantry migrate`, a new `alter table … add column` migration, and PostgreSQL backend
+//! memory after touching every tenant, with and without connection retirement.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+
+use super::report::{self, Figure, mib};
+use super::setup;
+use crate::db::migrate::{MigrationSet, migrate_tenants};
+use crate::db::{Retire, SchemaName, TenantTx, build_pool_retiring};
+
+/// The extra migration: refinery-style name and SQL. A high version keeps it clear of real ones.
+const NEW_MIGRATION: (&str, &str) =
+    ("V9001__bench_add_column", "alter table projects add column bench_note text");
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Tenants to provision (created if missing) and operate on.
+    #[arg(long, default_value_t = 10_000)]
+    pub tenants: usize,
+    /// Tenants provisioned at once.
+    #[arg(long, default_value_t = 4)]
+    pub provision_jobs: usize,
+    /// Tenants migrated at once (`tenantry migrate --jobs`).
+    #[arg(long, default_value_t = 8)]
+    pub jobs: u16,
+    /// Connections retire after this many uses in the bounded-memory run.
+    #[arg(long, default_value_t = 1_000)]
+    pub retire_after: usize,
+}
+
+pub async fn run(url: &str, pool: &Pool, args: ScaleArgs) -> anyhow::Result<()> {
+    let mut figures = Vec::new();
+    eprintln!("provisioning up to {} tenants", args.tenants);
+    let setup =
+        setup::ensure_tenants(pool, &MigrationSet::tenant(), args.tenants, 1, args.provision_jobs).await?;
+    let h = &setup.per_tenant;
+    figures.push(Figure::plain(
+        "provision: tenants created, total",
+        format!("{} in {:.1} s ({} jobs)", setup.created, setup.total.as_secs_f64(), args.provision_jobs),
+    ));
+    let (p50, p99) = (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)));
+    figures.push(Figure {
+        met: Some(setup.created > 0 && p50 < 50.0),
+        target: "p50 < 50 ms",
+        ..Figure::plain("provision: per tenant p50 / p99", format!("{p50:.1} / {p99:.1} ms"))
+    });
+
+    eprintln!("tenantry migrate (no-op)");
+    let noop = timed_cli_migrate(url, args.jobs).await?;
+    figures.push(Figure {
+        met: Some(noop < Duration::from_secs(10)),
+        target: "< 10 s",
+        ..Figure::plain("`tenantry migrate`, nothing to do", format!("{:.2} s", noop.as_secs_f64()))
+    });
+
+    eprintln!("new migration over every tenant, {} jobs", args.jobs);
+    let set = MigrationSet::tenant().with(NEW_MIGRATION.0, NEW_MIGRATION.1)?;
+    let migrate_pool = build_pool_retiring(url, usize::from(args.jobs) + 2, Retire::default())?;
+    let t0 = Instant::now();
+    let report = migrate_tenants(&migrate_pool, &set, usize::from(args.jobs), None, |_| {}, || {}).await?;
+    let took = t0.elapsed();
+    migrate_pool.close();
+    figures.push(Figure {
+        met: Some(report.failed.is_empty() && took < Duration::from_secs(90)),
+        target: "< 90 s",
+        ..Figure::plain(
+            "new migration (add column)",
+            format!(
+                "{:.1} s: {} migrated, {} failed, --jobs {}",
+                took.as_secs_f64(),
+                report.migrated,
+                report.failed.len(),
+                args.jobs
+            ),
+        )
+    });
+
+    eprintln!("backend memory after touching every tenant");
+    let never = Retire { max_age: Duration::MAX, max_uses: usize::MAX };
+    let (fresh, unbounded) = touch_all(url, args.tenants, never).await?;
+    figures.push(Figure::plain(
+        "backend memory, fresh / after all tenants, no retirement",
+        format!("{} / {}", mib(fresh), mib(unbounded)),
+    ));
+    let retiring = Retire { max_uses: args.retire_after, ..Retire::default() };
+    let (_, bounded) = touch_all(url, args.tenants, retiring).await?;
+    figures.push(Figure::plain(
+        "backend memory after all tenants, retiring after N uses",
+        format!("{} (N = {})", mib(bounded), args.retire_after),
+    ));
+    report::print(&format!("Scale: {} tenants", args.tenants), &figures);
+    Ok(())
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// Wall time of `tenantry migrate --jobs N` as a separate process, start-up included.
+async fn timed_cli_migrate(url: &str, jobs: u16) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["migrate", "--json", "--jobs", &jobs.to_string()])
+        .env("DATABASE_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        output.status.success(),
+        "tenantry migrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(took)
+}
+
+/// Reads one project count in every tenant through a 4-connection pool, then reports the
+/// largest backend's private memory before and after.
+async fn touch_all(url: &str, tenants: usize, retire: Retire) -> anyhow::Result<(u64, u64)> {
+    const CONNECTIONS: usize = 4;
+    let pool = build_pool_retiring(url, CONNECTIONS, retire)?;
+    let before = max_backend_memory(&pool, CONNECTIONS).await?;
+    let mut touched = futures::stream::iter(0..tenants)
+        .map(|i| {
+            let pool = &pool;
+            async move {
+                let schema = SchemaName::for_tenant(setup::tenant_id(i));
+                let mut tx = TenantTx::begin(pool, &schema).await?;
+                tx.query_one("select count(*) from projects", &[]).await?;
+                tx.commit().await
+            }
+        })
+        .buffer_unordered(CONNECTIONS);
+    while let Some(result) = touched.next().await {
+        result.map_err(|e| e.into_anyhow())?;
+    }
+    drop(touched);
+    let after = max_backend_memory(&pool, CONNECTIONS).await?;
+    pool.close();
+    Ok((before, after))
+}
+
+/// The largest `pg_backend_memory_contexts` total among the pool's live connections.
+async fn max_backend_memory(pool: &Pool, connections: usize) -> anyhow::Result<u64> {
+    // Holding all of them at once makes the pool hand out each connection exactly once.
+    let clients = futures::future::try_join_all((0..connections).map(|_| pool.get())).await?;
+    let mut max = 0;
+    for client in &clients {
+        let bytes: i64 = client
+            .query_one("select sum(total_bytes)::bigint from pg_backend_memory_contexts", &[])
+            .await?
+            .get(0);
+        max = max.max(u64::try_from(bytes)?);
+    }
+    Ok(max)
+}
