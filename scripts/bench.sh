@@ -46,6 +46,11 @@ if [ "$what" = all ] || [ "$what" = read ]; then
   echo "\$ DATABASE_URL=$PGURL/tenantry_bench $bin bench read --tenants $TENANTS --duration $DURATION"
   DATABASE_URL=$PGURL/tenantry_bench "$bin" bench read --tenants "$TENANTS" --duration "$DURATION"
 fi
+if [ "$what" = all ] || [ "$what" = cache ]; then
+  ensure_db tenantry_cache
+  echo "\$ DATABASE_URL=$PGURL/tenantry_cache $bin bench cache"
+  DATABASE_URL=$PGURL/tenantry_cache "$bin" bench cache
+fi
 if [ "$what" = all ] || [ "$what" = scale ]; then
   # Provisioning is what is measured, so this one starts empty every time.
   psql "$PGURL/postgres" -qc "drop database if exists tenantry_scale with (force)" -c "create database tenantry_scale"

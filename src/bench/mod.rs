@@ -2,6 +2,7 @@
 //! loopback and print a table (see `docs/BENCHMARKS.md` and `scripts/bench.sh`).
 
 mod baseline;
+mod cache;
 mod load;
 mod read;
 mod report;
@@ -27,6 +28,8 @@ pub enum BenchCommand {
     /// Operations at 10,000 tenants: provisioning, a no-op migrate, a new migration, and
     /// PostgreSQL backend memory after touching every tenant.
     Scale(scale::ScaleArgs),
+    /// Plan guards: TenantAccess cache hit and miss, and invalidation delay across replicas.
+    Cache(cache::CacheArgs),
     /// The plain axum + tokio-postgres baseline server (started by `bench read`).
     #[command(hide = true)]
     PlainServer {
@@ -44,6 +47,10 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
         BenchCommand::Read(args) => {
             let pool = control_pool(&database.url).await?;
             read::run(&database.url, &pool, config.db_pool_size, args).await
+        }
+        BenchCommand::Cache(args) => {
+            let pool = control_pool(&database.url).await?;
+            cache::run(&database.url, &pool, args).await
         }
         BenchCommand::Scale(args) => {
             let pool = control_pool(&database.url).await?;
