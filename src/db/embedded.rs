@@ -39,7 +39,7 @@ pub struct EmbeddedPostgres {
 impl EmbeddedPostgres {
     /// Creates the cluster under `data_dir` on first use, then starts it (or adopts a running one).
     pub fn start(data_dir: &Path, durability: Durability) -> anyhow::Result<Self> {
-        let bin_dir = find_bin_dir(&["initdb", "pg_ctl"]).context(INSTALL_HINT)?;
+        let bin_dir = locate(find_bin_dir(&["initdb", "pg_ctl"]))?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating DATA_DIR {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
@@ -198,10 +198,26 @@ impl EmbeddedPostgres {
     }
 }
 
+/// The server binaries' directory, or the error that tells a person how to get them.
+fn locate(found: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    found.ok_or_else(|| anyhow::anyhow!(INSTALL_HINT))
+}
+
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         if let Err(err) = self.stop() {
             tracing::error!(error = format!("{err:#}"), "stopping the embedded PostgreSQL");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_how_to_install_them() {
+        let err = locate(None).unwrap_err().to_string();
+        assert!(err.contains("apt-get install postgresql") && err.contains("DATABASE_URL"), "{err}");
     }
 }
