@@ -1,33 +1,32 @@
 //! SQL for `control.tenants`.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::model::{Tenant, TenantStatus};
 use crate::error::{AppError, violated_constraint};
 
+/// The tenant the query (one parameter) finds, if any.
+async fn find_one(
+    db: &impl GenericClient,
+    sql: &str,
+    param: &(dyn ToSql + Sync),
+) -> Result<Option<Tenant>, AppError> {
+    db.query_opt(sql, &[param]).await?.as_ref().map(Tenant::from_row).transpose()
+}
+
 pub async fn find_by_subdomain(db: &impl GenericClient, subdomain: &str) -> Result<Option<Tenant>, AppError> {
-    db.query_opt("select * from control.tenants where subdomain = $1 and deleted_at is null", &[&subdomain])
-        .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+    find_one(db, "select * from control.tenants where subdomain = $1 and deleted_at is null", &subdomain)
+        .await
 }
 
 pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Option<Tenant>, AppError> {
-    db.query_opt("select * from control.tenants where id = $1 and deleted_at is null", &[&id])
-        .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+    find_one(db, "select * from control.tenants where id = $1 and deleted_at is null", &id).await
 }
 
 pub async fn find_by_domain(db: &impl GenericClient, domain: &str) -> Result<Option<Tenant>, AppError> {
-    db.query_opt("select * from control.tenants where domain = $1 and deleted_at is null", &[&domain])
-        .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+    find_one(db, "select * from control.tenants where domain = $1 and deleted_at is null", &domain).await
 }
 
 /// Any tenant with this subdomain, deleted or not (for operators).
@@ -35,11 +34,7 @@ pub async fn find_any_by_subdomain(
     db: &impl GenericClient,
     subdomain: &str,
 ) -> Result<Option<Tenant>, AppError> {
-    db.query_opt("select * from control.tenants where subdomain = $1", &[&subdomain])
-        .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+    find_one(db, "select * from control.tenants where subdomain = $1", &subdomain).await
 }
 
 /// Tenants deleted before `cutoff`, due to be purged.
