@@ -57,9 +57,7 @@ impl AuthQuery {
         let rc = ctx.data::<RequestCtx>()?;
         let user_id = rc.user_id()?;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let user = repo::find(&client, user_id)
-            .await?
-            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        let user = repo::require(&client, user_id).await?;
         Ok(user.into())
     }
 }
@@ -104,9 +102,7 @@ impl AuthMutation {
         let rc = ctx.data::<RequestCtx>()?;
         let (user_id, tokens) = session::refresh(&rc.state.pool, &rc.state.tokens, &refresh_token).await?;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let user = repo::find(&client, user_id)
-            .await?
-            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        let user = repo::require(&client, user_id).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 

@@ -100,9 +100,7 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppErro
 /// Mails a new verification link to the signed-in user (earlier links stop working).
 pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), AppError> {
     let client = state.pool.get().await?;
-    let user = repo::find(&client, user_id)
-        .await?
-        .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+    let user = repo::require(&client, user_id).await?;
     if user.email_verified {
         return Ok(());
     }
@@ -159,9 +157,7 @@ pub async fn change_password(
     let password = Password::parse(new_password)?;
     let (user, stored) = {
         let client = state.pool.get().await?;
-        let user = repo::find(&client, user_id)
-            .await?
-            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        let user = repo::require(&client, user_id).await?;
         let email = EmailAddress::parse(&user.email)?;
         let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
         (user, stored)

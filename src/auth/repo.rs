@@ -61,6 +61,11 @@ pub async fn find_credentials(
     Ok(row.map(|row| (User::from_row(&row), row.get("password_hash"))))
 }
 
+/// The user behind a valid token; an account deleted since then is `UNAUTHENTICATED`.
+pub async fn require(db: &impl GenericClient, id: Uuid) -> Result<User, AppError> {
+    find(db, id).await?.ok_or(AppError::Unauthenticated("this account no longer exists"))
+}
+
 pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, AppError> {
     let row = db.query_opt("select * from control.users where id = $1", &[&id]).await?;
     Ok(row.as_ref().map(User::from_row))

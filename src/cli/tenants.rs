@@ -73,15 +73,16 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantsCommand::Export { subdomain, file } => {
-            let tenant = export::export(&pool, &url, &subdomain, &file).await.map_err(app)?;
+            let tenant =
+                export::export(&pool, &url, &subdomain, &file).await.map_err(AppError::into_anyhow)?;
             println!("exported tenant {} ({}) to {}", tenant.subdomain, tenant.id, file.display());
         }
         TenantsCommand::Import { file, subdomain } => {
             let target = match subdomain {
-                Some(sub) => ImportAs::New(Subdomain::parse(&sub).map_err(app)?),
+                Some(sub) => ImportAs::New(Subdomain::parse(&sub).map_err(AppError::into_anyhow)?),
                 None => ImportAs::Same,
             };
-            let imported = export::import(&url, &file, target).await.map_err(app)?;
+            let imported = export::import(&url, &file, target).await.map_err(AppError::into_anyhow)?;
             let t = &imported.tenant;
             println!(
                 "imported tenant {} ({}) into schema {} with {} memberships ({} skipped: unknown users)",
@@ -90,33 +91,38 @@ pub async fn run(
         }
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
-                name: TenantName::parse(&name).map_err(app)?,
-                subdomain: Subdomain::parse(&subdomain).map_err(app)?,
+                name: TenantName::parse(&name).map_err(AppError::into_anyhow)?,
+                subdomain: Subdomain::parse(&subdomain).map_err(AppError::into_anyhow)?,
                 owner: None,
             };
-            let tenant = provision(&pool, &MigrationSet::tenant(), new).await.map_err(app)?;
+            let tenant =
+                provision(&pool, &MigrationSet::tenant(), new).await.map_err(AppError::into_anyhow)?;
             println!("created tenant {} ({}) in schema {}", tenant.subdomain, tenant.id, tenant.schema);
         }
         TenantsCommand::List { json } => {
             let client = pool.get().await?;
-            let tenants = repo::list_all(&client).await.map_err(app)?;
+            let tenants = repo::list_all(&client).await.map_err(AppError::into_anyhow)?;
             print_list(&tenants, json)?;
         }
         TenantsCommand::Suspend { subdomain } => {
-            tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended).await.map_err(app)?;
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended)
+                .await
+                .map_err(AppError::into_anyhow)?;
             println!("suspended {subdomain}");
         }
         TenantsCommand::Resume { subdomain } => {
-            tenancy::set_status(&pool, &subdomain, TenantStatus::Active).await.map_err(app)?;
+            tenancy::set_status(&pool, &subdomain, TenantStatus::Active)
+                .await
+                .map_err(AppError::into_anyhow)?;
             println!("resumed {subdomain}");
         }
         TenantsCommand::SetPlan { subdomain, plan } => {
-            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
-            plans::change_plan(&pool, &catalog, tenant.id, &plan).await.map_err(app)?;
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(AppError::into_anyhow)?;
+            plans::change_plan(&pool, &catalog, tenant.id, &plan).await.map_err(AppError::into_anyhow)?;
             println!("{subdomain} is now on the {plan} plan (was {})", tenant.plan);
         }
         TenantsCommand::Migrate { subdomain, json } => {
-            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(AppError::into_anyhow)?;
             return super::migrate::migrate_and_report(&pool, 1, Some(tenant.id), json).await;
         }
         TenantsCommand::Delete { subdomain, purge, yes } => {
@@ -124,14 +130,16 @@ pub async fn run(
                 eprintln!("this deletes tenant {subdomain:?} and all its data; re-run with --yes to confirm");
                 return Ok(ExitCode::FAILURE);
             }
-            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(app)?;
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(AppError::into_anyhow)?;
             if purge {
-                tenancy::purge(&pool, &tenant).await.map_err(app)?;
+                tenancy::purge(&pool, &tenant).await.map_err(AppError::into_anyhow)?;
                 println!("purged tenant {} ({}) and its data", tenant.subdomain, tenant.id);
             } else {
-                let mut tx = TenantTx::begin(&pool, &tenant.schema).await.map_err(app)?;
-                tenancy::soft_delete(&mut tx, Actor::System, tenant.id).await.map_err(app)?;
-                tx.commit().await.map_err(app)?;
+                let mut tx = TenantTx::begin(&pool, &tenant.schema).await.map_err(AppError::into_anyhow)?;
+                tenancy::soft_delete(&mut tx, Actor::System, tenant.id)
+                    .await
+                    .map_err(AppError::into_anyhow)?;
+                tx.commit().await.map_err(AppError::into_anyhow)?;
                 println!(
                     "deleted tenant {}; its data is purged after {purge_after_days} days",
                     tenant.subdomain
@@ -140,7 +148,7 @@ pub async fn run(
         }
         TenantsCommand::Purge => {
             let grace = chrono::Duration::days(i64::from(purge_after_days));
-            let purged = tenancy::purge_deleted(&pool, grace).await.map_err(app)?;
+            let purged = tenancy::purge_deleted(&pool, grace).await.map_err(AppError::into_anyhow)?;
             println!("purged {purged} deleted tenant(s)");
         }
     }
@@ -175,9 +183,4 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// CLI errors are printed for an operator: the client-facing message, or the internal detail.
-fn app(err: AppError) -> anyhow::Error {
-    err.into_anyhow()
 }

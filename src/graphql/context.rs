@@ -11,7 +11,7 @@ use crate::api_keys::{self, KeyCaller};
 use crate::app::AppState;
 use crate::audit::Actor;
 use crate::auth::token::TokenRejected;
-use crate::db::TenantTx;
+use crate::db::{SchemaName, TenantTx};
 use crate::error::AppError;
 use crate::members::Role;
 use crate::plans::{Feature, TenantAccess};
@@ -113,16 +113,18 @@ impl RequestCtx {
 
     /// A transaction on the tenant's schema, for members only. The one path to tenant data.
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
-        self.role().await?;
-        let schema = &self.tenant()?.tenant.schema;
-        TenantTx::begin(&self.state.pool, schema).await
+        TenantTx::begin(&self.state.pool, self.member_schema().await?).await
     }
 
     /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
     /// the same round trip (see `TenantTx::begin_single`).
     pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
+        TenantTx::begin_single(&self.state.pool, self.member_schema().await?).await
+    }
+
+    /// The tenant's schema, once the caller is known to be a member (or its API key).
+    async fn member_schema(&self) -> Result<&SchemaName, AppError> {
         self.role().await?;
-        let schema = &self.tenant()?.tenant.schema;
-        TenantTx::begin_single(&self.state.pool, schema).await
+        Ok(&self.tenant()?.tenant.schema)
     }
 }

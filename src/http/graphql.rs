@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::graphql::context::{Caller, RequestCtx};
-use crate::tenancy::resolve::Resolver;
+use crate::tenancy::resolve;
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -33,18 +33,11 @@ pub async fn handler(
         }
     };
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
-    let resolver = Resolver {
-        tenants: &state.tenants,
-        access: &state.access,
-        catalog: &state.plans,
-        pool: &state.pool,
-        base_domain: &state.base_domain,
-    };
     let caller = Caller::from_headers(&state, &headers).await;
-    let tenant = match resolver.resolve(&headers).await {
+    let tenant = match resolve::resolve(&state, &headers).await {
         // An API key names its own tenant when the request names none.
         Ok(None) => match caller {
-            Caller::ApiKey(key) => match resolver.by_id(key.tenant_id).await {
+            Caller::ApiKey(key) => match resolve::by_id(&state, key.tenant_id).await {
                 Ok(tenant) => tenant,
                 Err(err) => return err.into_response(),
             },

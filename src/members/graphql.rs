@@ -27,6 +27,18 @@ pub struct MemberObject {
     joined_at: DateTime<Utc>,
 }
 
+impl From<repo::Member> for MemberObject {
+    fn from(m: repo::Member) -> Self {
+        Self {
+            user_id: ID(m.user_id.to_string()),
+            email: m.email,
+            name: m.name,
+            role: m.role,
+            joined_at: m.joined_at,
+        }
+    }
+}
+
 #[derive(SimpleObject)]
 #[graphql(name = "Invitation")]
 pub struct InvitationObject {
@@ -89,16 +101,7 @@ impl MemberQuery {
         let rc = ctx.data::<RequestCtx>()?;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
         let members = repo::list(&client, rc.tenant()?.tenant.id).await?;
-        Ok(members
-            .into_iter()
-            .map(|m| MemberObject {
-                user_id: ID(m.user_id.to_string()),
-                email: m.email,
-                name: m.name,
-                role: m.role,
-                joined_at: m.joined_at,
-            })
-            .collect())
+        Ok(members.into_iter().map(Into::into).collect())
     }
 
     /// Pending invitations of the request's tenant.
@@ -153,9 +156,7 @@ impl MemberMutation {
         let client = state.pool.get().await.map_err(AppError::from)?;
         let invitation =
             invitations::find_by_token(&client, &token).await?.ok_or(AppError::from(AcceptError::Unknown))?;
-        let user = users::find(&client, user_id)
-            .await?
-            .ok_or(AppError::Unauthenticated("this account no longer exists"))?;
+        let user = users::require(&client, user_id).await?;
         drop(client);
         invitations::check_acceptable(&invitation, &user.email, Utc::now()).map_err(AppError::from)?;
         let access = state
@@ -215,9 +216,7 @@ impl MemberMutation {
         tx.commit().await?;
         rc.state.members.forget(tenant_id, target).await;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let member = repo::list(&client, tenant_id).await?.into_iter().find(|m| m.user_id == target);
-        let m = member.ok_or(AppError::NotFound("member"))?;
-        Ok(MemberObject { user_id, email: m.email, name: m.name, role: m.role, joined_at: m.joined_at })
+        Ok(repo::find(&client, tenant_id, target).await?.ok_or(AppError::NotFound("member"))?.into())
     }
 
     /// Removes a member. OWNER and ADMIN; only an OWNER can remove an OWNER, never the last one.

@@ -45,25 +45,33 @@ pub struct Member {
     pub joined_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Member>, AppError> {
-    let rows = db
-        .query(
-            "select m.user_id, u.email, u.name, m.role, m.created_at from control.memberships m
-             join control.users u on u.id = m.user_id
-             where m.tenant_id = $1 order by m.created_at, u.email",
-            &[&tenant_id],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Member {
+const MEMBERS: &str = "select m.user_id, u.email, u.name, m.role, m.created_at from control.memberships m
+                       join control.users u on u.id = m.user_id where m.tenant_id = $1";
+
+impl Member {
+    fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
             user_id: r.get(0),
             email: r.get(1),
             name: r.get(2),
             role: Role::from_db(r.get(3)).unwrap_or(Role::Viewer),
             joined_at: r.get(4),
-        })
-        .collect())
+        }
+    }
+}
+
+pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Member>, AppError> {
+    let sql = format!("{MEMBERS} order by m.created_at, u.email");
+    Ok(db.query(&sql, &[&tenant_id]).await?.iter().map(Member::from_row).collect())
+}
+
+pub async fn find(
+    db: &impl GenericClient,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Member>, AppError> {
+    let sql = format!("{MEMBERS} and m.user_id = $2");
+    Ok(db.query_opt(&sql, &[&tenant_id, &user_id]).await?.as_ref().map(Member::from_row))
 }
 
 /// Every member's role, locked until the transaction ends: role changes and removals of one

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::model::Subdomain;
 use super::repo;
+use crate::app::AppState;
 use crate::error::AppError;
-use crate::plans::{AccessCache, PlanCatalog, TenantAccess};
+use crate::plans::TenantAccess;
 
 /// How a request names its tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -93,43 +94,29 @@ impl TenantCache {
     }
 }
 
-/// Where resolution looks things up.
-pub struct Resolver<'a> {
-    pub tenants: &'a TenantCache,
-    pub access: &'a AccessCache,
-    pub catalog: &'a PlanCatalog,
-    pub pool: &'a Pool,
-    pub base_domain: &'a str,
+/// The request's tenant and its access, if it names one, checked to be open for requests.
+pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<TenantAccess>>, AppError> {
+    let Some(key) = tenant_key(headers, &state.base_domain)? else {
+        return Ok(None);
+    };
+    let access = match state.tenants.get(&state.pool, &key).await? {
+        Some(id) => by_id(state, id).await?,
+        None => None,
+    };
+    match (access, &key) {
+        (Some(access), _) => Ok(Some(access)),
+        (None, TenantKey::Subdomain(sub)) => Err(unknown_subdomain(sub)),
+        (None, TenantKey::Domain(_)) => Ok(None),
+    }
 }
 
-impl Resolver<'_> {
-    /// The request's tenant and its access, if it names one, checked to be open for requests.
-    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Option<Arc<TenantAccess>>, AppError> {
-        let Some(key) = tenant_key(headers, self.base_domain)? else {
-            return Ok(None);
-        };
-        let access = match self.tenants.get(self.pool, &key).await? {
-            Some(id) => self.access.get(self.pool, self.catalog, id).await?,
-            None => None,
-        };
-        match (access, &key) {
-            (Some(access), _) => {
-                access.tenant.check_open(chrono::Utc::now())?;
-                Ok(Some(access))
-            }
-            (None, TenantKey::Subdomain(sub)) => Err(unknown_subdomain(sub)),
-            (None, TenantKey::Domain(_)) => Ok(None),
-        }
+/// A tenant by id (e.g. an API key's), checked to be open for requests.
+pub async fn by_id(state: &AppState, id: Uuid) -> Result<Option<Arc<TenantAccess>>, AppError> {
+    let access = state.access.get(&state.pool, &state.plans, id).await?;
+    if let Some(access) = &access {
+        access.tenant.check_open(chrono::Utc::now())?;
     }
-
-    /// A tenant by id (e.g. an API key's), checked to be open for requests.
-    pub async fn by_id(&self, id: Uuid) -> Result<Option<Arc<TenantAccess>>, AppError> {
-        let access = self.access.get(self.pool, self.catalog, id).await?;
-        if let Some(access) = &access {
-            access.tenant.check_open(chrono::Utc::now())?;
-        }
-        Ok(access)
-    }
+    Ok(access)
 }
 
 #[cfg(test)]
