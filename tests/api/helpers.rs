@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use reqwest::StatusCode;
@@ -230,6 +231,15 @@ impl TestApp {
             .collect()
     }
 
+    /// The first mail to `to` with `subject`, waiting for it (some mail is sent in the background).
+    pub async fn wait_for_mail(&self, to: &str, subject: &str) -> Value {
+        eventually(std::time::Duration::from_secs(5), || async {
+            self.mail_to(to).into_iter().find(|m| m["subject"] == subject)
+        })
+        .await
+        .0
+    }
+
     /// The latest mail sent to `to`.
     pub fn last_mail_to(&self, to: &str) -> Value {
         self.mail_to(to).pop().unwrap_or_else(|| panic!("no mail to {to}"))
@@ -310,6 +320,21 @@ impl TestApp {
         }
         panic!("plan change never reached the cache");
     }
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`; returns the value and the time it took.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> (T, Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(value) = f().await {
+            return (value, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within {limit:?}");
 }
 
 /// The `extensions.code` of the first error, if any.

@@ -6,7 +6,7 @@ use serde_json::json;
 use tenantry::db::TenantTx;
 use tenantry::tenancy::{self, model::TenantStatus};
 
-use crate::helpers::{As, TestApp, error_code, project_names, spawn_app};
+use crate::helpers::{As, TestApp, error_code, eventually, project_names, spawn_app};
 
 const PROJECTS: &str = "{ projects { id name } }";
 
@@ -137,14 +137,12 @@ async fn an_unknown_tenant_is_a_404_before_graphql_runs() {
 
 /// Polls until the server's answer changes: status changes reach the server by NOTIFY.
 async fn status_after_change(app: &TestApp, token: &str, expected: u16) -> serde_json::Value {
-    for _ in 0..50 {
+    eventually(Duration::from_secs(5), || async {
         let (status, body) = app.graphql(As::member(token, "alpha"), PROJECTS, json!({})).await;
-        if status == expected {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("status never became {expected}");
+        (status == expected).then_some(body)
+    })
+    .await
+    .0
 }
 
 #[tokio::test]

@@ -8,14 +8,9 @@ use serde_json::{Value, json};
 use tenantry::plans::{self, PlanCatalog};
 use tenantry::tenancy;
 
-use crate::helpers::{As, TestApp, error_code, project_names, scratch_dir, spawn_app};
+use crate::helpers::{As, error_code, eventually, project_names, scratch_dir, spawn_app};
 
 const SET_DOMAIN: &str = "mutation($d: String) { updateTenant(domain: $d) { domain } }";
-
-async fn set_plan(app: &TestApp, subdomain: &str, plan: &str) {
-    let tenant = tenancy::by_subdomain(&app.pool, subdomain).await.unwrap();
-    plans::change_plan(&app.pool, &PlanCatalog::builtin(), tenant.id, plan).await.unwrap();
-}
 
 #[tokio::test]
 async fn the_plans_query_returns_the_catalog_with_null_for_unlimited() {
@@ -36,21 +31,6 @@ async fn the_plans_query_returns_the_catalog_with_null_for_unlimited() {
         })
     );
     assert!(plans[2]["features"].as_array().unwrap().contains(&json!("sla")));
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`; returns the value and the time it took.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) -> (T, Duration) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(value) = f().await {
-            return (value, started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within {limit:?}");
 }
 
 #[tokio::test]
@@ -76,7 +56,7 @@ async fn a_custom_domain_needs_a_plan_with_the_feature_and_then_serves_the_tenan
         .await;
     assert_eq!(body["data"]["updateTenant"]["name"], "Acme Ltd", "{body}");
 
-    set_plan(&app, "acme", "pro").await;
+    app.set_plan("acme", "pro").await;
     let (body, _) = eventually(Duration::from_secs(10), || async {
         let (_, body) =
             app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": "App.Acme.io" })).await;
@@ -90,7 +70,7 @@ async fn a_custom_domain_needs_a_plan_with_the_feature_and_then_serves_the_tenan
     assert_eq!(project_names(&body), ["launch"]);
 
     // A downgraded tenant keeps its domain but cannot set a new one; it can still remove it.
-    set_plan(&app, "acme", "free").await;
+    app.set_plan("acme", "free").await;
     let (body, _) = eventually(Duration::from_secs(10), || async {
         let (_, body) =
             app.graphql(As::member(&ann, "acme"), SET_DOMAIN, json!({ "d": "new.acme.io" })).await;
@@ -162,7 +142,7 @@ async fn a_plan_change_made_through_one_process_reaches_another_processs_guards(
     assert_eq!(error_code(&ask_b().await), Some("FEATURE_NOT_IN_PLAN"));
 
     let changed = Instant::now();
-    set_plan(&a, "acme", "pro").await;
+    a.set_plan("acme", "pro").await;
     // Well inside the 60 s cache TTL: only the notification can explain B noticing.
     let (_, _) = eventually(Duration::from_secs(10), || async {
         ask_b().await["data"]["updateTenant"].is_object().then_some(())
