@@ -1,131 +1,58 @@
-//! `AppState` (shared by every request) and `Application` (build → bound port → run).
+//! `Application`: build (database, migrations, state, bus) → bound port → run.
 
-use std::ops::Deref;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api_keys::ApiKeyCache;
-use crate::auth::throttle::SignInThrottle;
-use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
-use crate::graphql::documents::DocumentCache;
-use crate::graphql::{AppSchema, build_schema};
-use crate::mail::Mailer;
-use crate::members::MemberCache;
-use crate::plans::{AccessCache, PlanCatalog};
-use crate::tenancy::resolve::TenantCache;
+use crate::plans::PlanCatalog;
+pub use crate::state::AppState;
 
-/// Shared, cheaply cloned application state.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub pool: Pool,
-    pub base_domain: String,
-    pub tokens: TokenKeys,
-    pub tenants: TenantCache,
-    pub access: AccessCache,
-    pub plans: PlanCatalog,
-    pub members: MemberCache,
-    pub api_keys: ApiKeyCache,
-    pub tenant_migrations: MigrationSet,
-    pub mailer: Mailer,
-    /// Base URL for mailed links.
-    pub public_url: String,
-    pub require_verified_email: bool,
-    pub sign_in_throttle: SignInThrottle,
-    /// How long a deleted tenant's data is kept.
-    pub purge_after: chrono::Duration,
-    pub schema: AppSchema,
-    /// Parsed queries by text.
-    pub documents: DocumentCache,
-    pub started_at: Instant,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
+/// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
+async fn maintain(state: AppState) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match crate::tenancy::purge_deleted(&state.pool, state.purge_after).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(tenants.purged = purged, "purged deleted tenants"),
+            Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
+        }
+        state.sign_in_throttle.prune();
     }
 }
 
-impl AppState {
-    pub fn new(
-        pool: Pool,
-        config: &Config,
-        plans: PlanCatalog,
-        tenant_migrations: MigrationSet,
-    ) -> anyhow::Result<Self> {
-        Ok(Self(Arc::new(Inner {
-            pool,
-            base_domain: config.base_domain.to_ascii_lowercase(),
-            tokens: TokenKeys::new(&config.jwt_secret()?),
-            tenants: TenantCache::new(Duration::from_secs(60)),
-            access: AccessCache::new(Duration::from_secs(60)),
-            plans,
-            members: MemberCache::new(Duration::from_secs(30)),
-            api_keys: ApiKeyCache::new(Duration::from_secs(60)),
-            tenant_migrations,
-            mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
-            public_url: config.public_url.trim_end_matches('/').to_owned(),
-            require_verified_email: config.require_verified_email,
-            sign_in_throttle: SignInThrottle::per_minute(10),
-            purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
-            schema: build_schema(),
-            documents: DocumentCache::new(1_000),
-            started_at: Instant::now(),
-        })))
-    }
-
-    /// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
-    async fn maintain(self) {
-        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            every_hour.tick().await;
-            match crate::tenancy::purge_deleted(&self.pool, self.purge_after).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(tenants.purged = purged, "purged deleted tenants"),
-                Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
+/// Reacts to the notification bus: drops what changed, or everything after a reconnect
+/// (notifications may have been missed while disconnected).
+async fn on_bus_event(state: &AppState, event: BusEvent) {
+    let BusEvent::Notice { channel, payload } = event else {
+        state.tenants.clear();
+        state.access.clear();
+        state.members.clear();
+        state.api_keys.clear();
+        return;
+    };
+    match channel.as_str() {
+        notify::TENANT_CHANGED => {
+            // Host names may have moved too, and they cannot be found by id: forget them all.
+            state.tenants.clear();
+            match payload.parse() {
+                Ok(id) => state.access.invalidate(id).await,
+                Err(_) => state.access.clear(),
             }
-            self.sign_in_throttle.prune();
         }
-    }
-
-    /// Reacts to the notification bus: drops what changed, or everything after a reconnect
-    /// (notifications may have been missed while disconnected).
-    async fn on_bus_event(&self, event: BusEvent) {
-        let BusEvent::Notice { channel, payload } = event else {
-            self.tenants.clear();
-            self.access.clear();
-            self.members.clear();
-            self.api_keys.clear();
-            return;
-        };
-        match channel.as_str() {
-            notify::TENANT_CHANGED => {
-                // Host names may have moved too, and they cannot be found by id: forget them all.
-                self.tenants.clear();
-                match payload.parse() {
-                    Ok(id) => self.access.invalidate(id).await,
-                    Err(_) => self.access.clear(),
-                }
-            }
-            notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
-                Some((Ok(tenant), Ok(user))) => self.members.forget(tenant, user).await,
-                _ => self.members.clear(),
-            },
-            notify::API_KEY_CHANGED => self.api_keys.forget(&payload).await,
-            _ => {}
-        }
+        notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
+            Some((Ok(tenant), Ok(user))) => state.members.forget(tenant, user).await,
+            _ => state.members.clear(),
+        },
+        notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
+        _ => {}
     }
 }
 
@@ -191,7 +118,7 @@ impl Application {
             let state = state.clone();
             move |event| {
                 let state = state.clone();
-                async move { state.on_bus_event(event).await }
+                async move { on_bus_event(&state, event).await }
             }
         });
         let listener = TcpListener::bind(config.bind)
@@ -217,7 +144,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
-        let upkeep = tokio::spawn(self.state.clone().maintain());
+        let upkeep = tokio::spawn(maintain(self.state.clone()));
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         upkeep.abort();
         self.bus.abort();

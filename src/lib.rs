@@ -16,5 +16,6 @@ pub mod mail;
 pub mod members;
 pub mod plans;
 pub mod projects;
+pub mod state;
 pub mod telemetry;
 pub mod tenancy;

@@ -17,9 +17,9 @@ use self::email_token::Purpose;
 use self::password::Password;
 use self::repo::User;
 use self::session::Tokens;
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::mail::Message;
+use crate::state::AppState;
 
 const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 

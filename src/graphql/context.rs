@@ -8,13 +8,13 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::api_keys::{self, KeyCaller};
-use crate::app::AppState;
 use crate::audit::Actor;
 use crate::auth::token::TokenRejected;
 use crate::db::{SchemaName, TenantTx};
 use crate::error::AppError;
 use crate::members::Role;
 use crate::plans::{Feature, TenantAccess};
+use crate::state::AppState;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy)]

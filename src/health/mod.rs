@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::tenancy::repo as tenants_repo;
 
 const DB_TIMEOUT: Duration = Duration::from_secs(2);

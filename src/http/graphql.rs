@@ -7,12 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use super::HttpState;
 use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve;
 
 pub async fn handler(
-    State(state): State<AppState>,
+    State(http): State<HttpState>,
     method: Method,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
@@ -32,12 +32,13 @@ pub async fn handler(
             );
         }
     };
+    let state = &http.app;
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
-    let caller = Caller::from_headers(&state, &headers).await;
-    let tenant = match resolve::resolve(&state, &headers).await {
+    let caller = Caller::from_headers(state, &headers).await;
+    let tenant = match resolve::resolve(state, &headers).await {
         // An API key names its own tenant when the request names none.
         Ok(None) => match caller {
-            Caller::ApiKey(key) => match resolve::by_id(&state, key.tenant_id).await {
+            Caller::ApiKey(key) => match resolve::by_id(state, key.tenant_id).await {
                 Ok(tenant) => tenant,
                 Err(err) => return err.into_response(),
             },
@@ -47,14 +48,14 @@ pub async fn handler(
         Err(err) => return err.into_response(),
     };
     // A query text seen before skips parsing (the cache is bounded).
-    state.documents.attach(&mut request).await;
+    http.documents.attach(&mut request).await;
     if method == Method::GET && is_mutation(&mut request) {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     let ctx = RequestCtx::new(state.clone(), tenant, caller);
-    let mut response = state.schema.execute(request.data(ctx)).await;
+    let mut response = http.schema.execute(request.data(ctx)).await;
     // A document that failed to parse or validate never executed: a request error, HTTP 400.
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

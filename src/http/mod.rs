@@ -11,10 +11,32 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
-use crate::health;
+use axum::extract::FromRef;
 
-pub fn router(state: AppState) -> Router {
+use crate::graphql::documents::DocumentCache;
+use crate::graphql::{AppSchema, build_schema};
+use crate::health;
+use crate::state::AppState;
+
+/// What the routes share: the application state, and the GraphQL schema with its document cache
+/// (kept here, not in `AppState`, so features never depend on the schema they are part of).
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub schema: AppSchema,
+    /// Parsed queries by text.
+    pub documents: std::sync::Arc<DocumentCache>,
+}
+
+impl FromRef<HttpState> for AppState {
+    fn from_ref(state: &HttpState) -> Self {
+        state.app.clone()
+    }
+}
+
+pub fn router(app: AppState) -> Router {
+    let state =
+        HttpState { app, schema: build_schema(), documents: std::sync::Arc::new(DocumentCache::new(1_000)) };
     // Spans carry the path only: query strings (GET /graphql) can hold variables and secrets.
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         let request_id = req

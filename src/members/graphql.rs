@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use super::invitations::{self, AcceptError, Invitation, Invited};
 use super::{Acting, Role, repo};
-use crate::app::AppState;
 use crate::auth::email::EmailAddress;
 use crate::auth::repo as users;
 use crate::db::TenantTx;
@@ -15,6 +14,7 @@ use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::RoleGuard;
 use crate::mail::Message;
+use crate::state::AppState;
 use crate::tenancy::graphql::TenantObject;
 
 #[derive(SimpleObject)]

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use self::model::{Domain, Subdomain, Tenant, TenantName, TenantStatus};
 use self::provision::{NewTenant, provision};
-use crate::app::AppState;
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
 use crate::db::notify::{TENANT_CHANGED, publish_in};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Creates a tenant owned by `user_id`.
 pub async fn create_for_user(

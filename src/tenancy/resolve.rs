@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::model::Subdomain;
 use super::repo;
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::plans::TenantAccess;
+use crate::state::AppState;
 
 /// How a request names its tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

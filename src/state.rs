@@ -1,0 +1,78 @@
+//! `AppState`: the handles every request shares — pool, caches, catalog, config values.
+//!
+//! It knows nothing of GraphQL, HTTP or the application's assembly (`app.rs` wires those), so
+//! features depend on it without depending on each other's resolvers.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+
+use crate::api_keys::ApiKeyCache;
+use crate::auth::throttle::SignInThrottle;
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::db::migrate::MigrationSet;
+use crate::mail::Mailer;
+use crate::members::MemberCache;
+use crate::plans::{AccessCache, PlanCatalog};
+use crate::tenancy::resolve::TenantCache;
+
+/// Shared, cheaply cloned application state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: Pool,
+    pub base_domain: String,
+    pub tokens: TokenKeys,
+    pub tenants: TenantCache,
+    pub access: AccessCache,
+    pub plans: PlanCatalog,
+    pub members: MemberCache,
+    pub api_keys: ApiKeyCache,
+    pub tenant_migrations: MigrationSet,
+    pub mailer: Mailer,
+    /// Base URL for mailed links.
+    pub public_url: String,
+    pub require_verified_email: bool,
+    pub sign_in_throttle: SignInThrottle,
+    /// How long a deleted tenant's data is kept.
+    pub purge_after: chrono::Duration,
+    pub started_at: Instant,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        pool: Pool,
+        config: &Config,
+        plans: PlanCatalog,
+        tenant_migrations: MigrationSet,
+    ) -> anyhow::Result<Self> {
+        Ok(Self(Arc::new(Inner {
+            pool,
+            base_domain: config.base_domain.to_ascii_lowercase(),
+            tokens: TokenKeys::new(&config.jwt_secret()?),
+            tenants: TenantCache::new(Duration::from_secs(60)),
+            access: AccessCache::new(Duration::from_secs(60)),
+            plans,
+            members: MemberCache::new(Duration::from_secs(30)),
+            api_keys: ApiKeyCache::new(Duration::from_secs(60)),
+            tenant_migrations,
+            mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            require_verified_email: config.require_verified_email,
+            sign_in_throttle: SignInThrottle::per_minute(10),
+            purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
+            started_at: Instant::now(),
+        })))
+    }
+}
