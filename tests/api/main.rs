@@ -14,5 +14,6 @@ mod members;
 mod migrations;
 mod plans;
 mod schema;
+mod statements;
 mod tenants;
 mod validation;
