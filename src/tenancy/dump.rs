@@ -136,8 +136,8 @@ enum Step {
 }
 
 impl Restore {
-    /// Replays the steps in `tx`, one statement per extended-protocol message. The dump's own
-    /// settings are session-level, so `tx` must be on a connection of its own, never pooled.
+    /// Replays the steps in `tx`, one statement per extended-protocol message. Every setting the
+    /// dump makes is transaction-local (see `plan`).
     pub async fn run(&self, tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
         // Unqualified names mean built-ins only, even before the dump's own first statements.
         tx.execute("select set_config('search_path', '', true)", &[]).await?;
@@ -191,7 +191,18 @@ fn push_statements(steps: &mut Vec<Step>, sql: &str, schema: &SchemaName) -> Res
     let statements = split(sql).map_err(|err| DumpRefused::new(err.to_string(), sql))?;
     for statement in statements {
         check(&statement.tokens, schema).map_err(|why| DumpRefused::new(why, statement.text))?;
-        steps.push(Step::Sql(statement.text.to_owned()));
+        // pg_dump's settings are session-level; here they last for the restore's transaction
+        // only, so nothing leaks to the connection's next user (a pool or a transaction pooler).
+        // Its `set_config('search_path', '', false)` is what `Restore::run` does locally first.
+        let first = &statement.tokens[0];
+        if first.is_word("select") && statement.tokens.iter().any(|t| t.is_word("set_config")) {
+            continue;
+        }
+        let text = match statement.text.get(..3) {
+            Some(set) if first.is_word("set") => format!("{set} LOCAL{}", &statement.text[3..]),
+            _ => statement.text.to_owned(),
+        };
+        steps.push(Step::Sql(text));
     }
     Ok(())
 }
@@ -317,9 +328,12 @@ CREATE INDEX projects_created_at_id_idx ON OLD.projects USING btree (name, id);
     #[test]
     fn a_tenant_dump_plans_one_step_per_statement_and_copy() {
         let restore = SchemaDump::from_sql(dump()).plan(&schema(OLD)).unwrap();
-        // 6 settings + schema + 2 settings + 2 tables + identity + copy + setval + pkey + index.
-        assert_eq!(restore.len(), 16, "{restore:#?}");
-        let Step::Copy { data, .. } = &restore.steps[12] else { panic!("{:?}", restore.steps[12]) };
+        // 5 settings + schema + 2 settings + 2 tables + identity + copy + setval + pkey + index;
+        // the search_path statement is the restore's own, made transaction-local.
+        assert_eq!(restore.len(), 15, "{restore:#?}");
+        let Step::Sql(first) = &restore.steps[0] else { panic!("{:?}", restore.steps[0]) };
+        assert_eq!(first, "SET LOCAL statement_timeout = 0");
+        let Step::Copy { data, .. } = &restore.steps[11] else { panic!("{:?}", restore.steps[11]) };
         assert!(data.contains("drop schema control"), "data is data: {data}");
     }
 

@@ -157,8 +157,8 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
         .plan(&schema)
         .map_err(|err| refused(err.to_string()))?;
 
-    // A connection of its own, closed afterwards: the dump changes session settings (it empties
-    // the search_path) that a connection shared with requests must not carry.
+    // A connection of its own, closed afterwards: the restore's settings are transaction-local,
+    // and a long restore should not hold one of the request pool's connections.
     let own = crate::db::build_pool(url, 1).map_err(AppError::Internal)?;
     let mut client = own.get().await?;
     let tx = client.transaction().await?;
