@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::dump::{Restore, SchemaDump};
-use super::model::{Subdomain, Tenant};
+use super::model::{Subdomain, Tenant, TenantName};
 use super::{by_subdomain, repo};
 use crate::db::migrate::lock_schema;
 use crate::db::{SchemaName, citus};
@@ -139,7 +139,11 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
                 tenant.id
             )));
         }
-        ImportAs::Same => {}
+        ImportAs::Same => {
+            // The file's own names, checked as `createTenant` checks them.
+            TenantName::parse(&tenant.name)?;
+            Subdomain::parse(&tenant.subdomain)?;
+        }
         ImportAs::New(subdomain) => {
             tenant.id = Uuid::new_v4();
             tenant.subdomain = subdomain.as_str().to_owned();

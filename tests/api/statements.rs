@@ -5,8 +5,8 @@
 //! statement, which is the whole string the client sent. Each recorded string must then be a
 //! single statement by PostgreSQL's own parser (preparing it fails for two).
 
-use tenantry::db::build_pool;
 use tenantry::db::migrate::{MigrationSet, migrate_control, migrate_tenants};
+use tenantry::db::{build_pool, citus};
 use tenantry::tenancy::export::{ImportAs, export, import};
 use tenantry::tenancy::model::Subdomain;
 use tokio_postgres::Client;
@@ -44,7 +44,8 @@ async fn record_ddl(client: &Client) {
         .unwrap();
 }
 
-/// The recorded strings that PostgreSQL's parser does not take as exactly one statement.
+/// The recorded strings (their first line) that PostgreSQL's parser does not take as exactly one
+/// statement.
 async fn multi_statement_strings(client: &Client, after: i32) -> Vec<String> {
     let seen =
         client.query("select query from public.ddl_seen where n > $1 order by n", &[&after]).await.unwrap();
@@ -52,7 +53,7 @@ async fn multi_statement_strings(client: &Client, after: i32) -> Vec<String> {
     for row in seen {
         let query: String = row.get(0);
         if client.prepare(&query).await.is_err() {
-            bad.push(query);
+            bad.push(query.lines().find(|l| !l.starts_with("--")).unwrap_or_default().to_owned());
         }
     }
     bad
@@ -96,4 +97,22 @@ async fn every_migration_and_the_restore_send_one_statement_per_extended_protoco
     let last: i32 = observer.query_one("select max(n) from public.ddl_seen", &[]).await.unwrap().get(0);
     observer.batch_execute("create table public.a (x int); create table public.b (x int)").await.unwrap();
     assert_eq!(multi_statement_strings(&observer, last).await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_schema_sharding_setting_is_read_and_turned_off_for_one_transaction_only() {
+    // Plain PostgreSQL keeps a `citus.` setting as a placeholder, which is enough to check the
+    // statements the Citus paths use around it (the paths themselves run only under Citus).
+    let db = TestDb::create().await;
+    let setting = format!("alter database {} set citus.enable_schema_based_sharding = on", db.name);
+    connect(&db.url).await.batch_execute(&setting).await.unwrap();
+    let mut client = connect(&db.url).await;
+    let tx = client.transaction().await.unwrap();
+    assert!(!citus::installed(&tx).await.unwrap());
+    assert!(citus::schema_sharding_on(&tx).await.unwrap());
+    citus::keep_schemas_local(&tx).await.unwrap();
+    assert!(!citus::schema_sharding_on(&tx).await.unwrap());
+    tx.commit().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    assert!(citus::schema_sharding_on(&tx).await.unwrap(), "the setting outlived its transaction");
 }
