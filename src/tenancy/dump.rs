@@ -386,6 +386,22 @@ CREATE INDEX projects_created_at_id_idx ON OLD.projects USING btree (name, id);
     }
 
     #[test]
+    fn no_cut_of_any_statement_panics_the_check() {
+        let sql = dump().replace("\\restrict abc", "").replace("\\unrestrict abc", "");
+        let sql = sql.replace("\\.\n", "")
+            + "COPY OLD.projects (id) FROM stdin;\nALTER SEQUENCE OLD.s OWNED BY OLD.t.id;\n\
+            COMMENT ON CONSTRAINT c ON OLD.t IS 'x';\nCREATE TYPE OLD.mood AS ENUM ('a');";
+        let sql = sql.replace("OLD", OLD);
+        let statements = crate::db::script::split(&sql).unwrap();
+        assert!(statements.len() > 15);
+        for statement in &statements {
+            for cut in 0..=statement.tokens.len() {
+                let _ = check(&statement.tokens[..cut], &schema(OLD));
+            }
+        }
+    }
+
+    #[test]
     fn an_unterminated_statement_is_refused() {
         assert!(refusal("COMMENT ON TABLE OLD.projects IS 'never closed;").contains("never closed"));
     }

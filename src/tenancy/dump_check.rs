@@ -31,94 +31,24 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("default_with_oids", Some("false")),
 ];
 
+#[rustfmt::skip]
 /// Functions a column default, check constraint or index expression may call.
 const FUNCTIONS: &[&str] = &[
-    "now",
-    "gen_random_uuid",
-    "nextval",
-    "char_length",
-    "character_length",
-    "length",
-    "octet_length",
-    "lower",
-    "upper",
-    "btrim",
-    "ltrim",
-    "rtrim",
-    "jsonb_typeof",
-    "json_typeof",
-    "array_length",
-    "cardinality",
-    "date_trunc",
-    "timezone",
-    "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "abs",
-    "coalesce",
-    "nullif",
-    "greatest",
-    "least",
-    "to_tsvector",
-    "setweight",
-    "jsonb_build_object",
-    "jsonb_build_array",
+    "now", "gen_random_uuid", "nextval", "char_length", "character_length", "length",
+    "octet_length", "lower", "upper", "btrim", "ltrim", "rtrim", "jsonb_typeof", "json_typeof",
+    "array_length", "cardinality", "date_trunc", "timezone", "clock_timestamp",
+    "statement_timestamp", "transaction_timestamp", "abs", "coalesce", "nullif", "greatest",
+    "least", "to_tsvector", "setweight", "jsonb_build_object", "jsonb_build_array",
 ];
 
+#[rustfmt::skip]
 /// Keywords (and type names) that precede `(` without being a function call.
 const PAREN_KEYWORDS: &[&str] = &[
-    "check",
-    "key",
-    "unique",
-    "references",
-    "btree",
-    "hash",
-    "gist",
-    "gin",
-    "brin",
-    "spgist",
-    "include",
-    "where",
-    "any",
-    "all",
-    "some",
-    "in",
-    "identity",
-    "values",
-    "exists",
-    "varying",
-    "numeric",
-    "decimal",
-    "char",
-    "character",
-    "varchar",
-    "bit",
-    "time",
-    "timestamp",
-    "interval",
-    "float",
-    "not",
-    "and",
-    "or",
-    "default",
-    "exclude",
-    "with",
-    "as",
-    "array",
-    "row",
-    "between",
-    "is",
-    "then",
-    "else",
-    "when",
-    "from",
-    "to",
-    "range",
-    "list",
-    "by",
-    "distinct",
-    "on",
-    "enum",
+    "check", "key", "unique", "references", "btree", "hash", "gist", "gin", "brin", "spgist",
+    "include", "where", "any", "all", "some", "in", "identity", "values", "exists", "varying",
+    "numeric", "decimal", "char", "character", "varchar", "bit", "time", "timestamp", "interval",
+    "float", "not", "and", "or", "default", "exclude", "with", "as", "array", "row", "between",
+    "is", "then", "else", "when", "from", "to", "range", "list", "by", "distinct", "on", "enum",
 ];
 
 /// Shapes of `ALTER TABLE [ONLY] <table> …` that pg_dump writes.
@@ -156,8 +86,8 @@ pub fn check(tokens: &[Token<'_>], schema: &SchemaName) -> Result<(), Refusal> {
         let exact = tokens.len() == 11
             && matches!(tokens[7], Token::Number(_))
             && (tokens[9].is_word("true") || tokens[9].is_word("false"));
-        return match &tokens[5] {
-            Token::Str(seq) if exact && names_schema(seq, s) => Ok(()),
+        return match tokens.get(5) {
+            Some(Token::Str(seq)) if exact && names_schema(seq, s) => Ok(()),
             _ => Err("it sets a sequence outside the tenant's schema".into()),
         };
     }
@@ -215,7 +145,7 @@ pub fn check(tokens: &[Token<'_>], schema: &SchemaName) -> Result<(), Refusal> {
 /// `COPY <schema>.<table> (<columns>) FROM stdin`, nothing more.
 fn check_copy(tokens: &[Token<'_>], s: &str) -> Result<(), Refusal> {
     let n = tokens.len();
-    let tail_ok = n > 6
+    let tail_ok = n >= 8
         && tokens[n - 2].is_word("from")
         && tokens[n - 1].is_word("stdin")
         && tokens[n - 3] == Token::Symbol(')')
