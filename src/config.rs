@@ -77,6 +77,10 @@ pub struct Config {
     /// Maximum pooled database connections per process.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
+
+    /// Serve the GraphiQL playground at /playground. Unset: on in development, off in production.
+    #[arg(long, env = "PLAYGROUND", global = true)]
+    pub playground: Option<bool>,
 }
 
 impl Config {
@@ -96,8 +100,14 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            playground: None,
             data_dir,
         }
+    }
+
+    /// Whether `/playground` is served: as configured, else only outside production.
+    pub fn playground_enabled(&self) -> bool {
+        self.playground.unwrap_or(self.app_env == AppEnv::Development)
     }
 
     /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.
@@ -160,6 +170,16 @@ mod tests {
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_playground_is_off_in_production_unless_enabled() {
+        let mut config = Config::for_tests(None, std::env::temp_dir());
+        assert!(config.playground_enabled(), "on in development");
+        config.app_env = AppEnv::Production;
+        assert!(!config.playground_enabled(), "off in production by default");
+        config.playground = Some(true);
+        assert!(config.playground_enabled(), "on in production when enabled");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod mail;
 mod members;
 mod migrations;
 mod plans;
+mod playground;
 mod schema;
 mod tenants;
 mod validation;
