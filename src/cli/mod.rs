@@ -54,13 +54,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
+            let config = &cli.config;
+            with_database(config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, config, args))
+                .await
         }
         Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;
-            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, cmd)).await
+            let lock = migrate::lock_policy(&cli.config);
+            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, lock, cmd))
+                .await
         }
     }
 }

@@ -3,11 +3,13 @@
 mod api_keys;
 mod embedded;
 mod export;
+mod freshness;
 mod health;
 mod helpers;
 mod http;
 mod identity;
 mod isolation;
+mod live_migrations;
 mod load;
 mod mail;
 mod members;
