@@ -17,5 +17,6 @@ mod migrations;
 mod plans;
 mod playground;
 mod schema;
+mod statements;
 mod tenants;
 mod validation;
