@@ -1,6 +1,10 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
 mod api_keys;
+mod bench_guard;
+#[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
+#[path = "../../benches/support/mod.rs"]
+mod bench_support;
 mod embedded;
 mod export;
 mod health;
@@ -13,6 +17,7 @@ mod mail;
 mod members;
 mod migrations;
 mod plans;
+mod product;
 mod schema;
 mod tenants;
 mod validation;
