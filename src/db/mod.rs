@@ -3,6 +3,7 @@
 pub mod citus;
 pub mod embedded;
 pub mod migrate;
+pub mod migration_lag;
 pub mod notify;
 pub mod pg_bin;
 mod pool;

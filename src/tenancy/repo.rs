@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::export::{ExportedMembership, ExportedTenant};
-use super::model::{Tenant, TenantStatus};
+use super::model::{TENANT_COLUMNS, Tenant, TenantStatus};
 use crate::error::{AppError, violated_constraint};
 
 /// The tenant the query (one parameter) finds, if any.
@@ -20,16 +20,30 @@ async fn find_one(
 }
 
 pub async fn find_by_subdomain(db: &impl GenericClient, subdomain: &str) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where subdomain = $1 and deleted_at is null", &subdomain)
-        .await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where subdomain = $1 and deleted_at is null"),
+        &subdomain,
+    )
+    .await
 }
 
 pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where id = $1 and deleted_at is null", &id).await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where id = $1 and deleted_at is null"),
+        &id,
+    )
+    .await
 }
 
 pub async fn find_by_domain(db: &impl GenericClient, domain: &str) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where domain = $1 and deleted_at is null", &domain).await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where domain = $1 and deleted_at is null"),
+        &domain,
+    )
+    .await
 }
 
 /// Any tenant with this subdomain, deleted or not (for operators).
@@ -37,7 +51,8 @@ pub async fn find_any_by_subdomain(
     db: &impl GenericClient,
     subdomain: &str,
 ) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where subdomain = $1", &subdomain).await
+    find_one(db, &format!("select {TENANT_COLUMNS} from control.tenants where subdomain = $1"), &subdomain)
+        .await
 }
 
 /// Tenants deleted before `cutoff`, due to be purged.
@@ -45,7 +60,7 @@ pub async fn deleted_before(
     db: &impl GenericClient,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Tenant>, AppError> {
-    db.query("select * from control.tenants where deleted_at < $1", &[&cutoff])
+    db.query(&format!("select {TENANT_COLUMNS} from control.tenants where deleted_at < $1"), &[&cutoff])
         .await?
         .iter()
         .map(Tenant::from_row)
@@ -132,7 +147,7 @@ pub async fn insert_exported_membership(
 }
 
 pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tenant>, AppError> {
-    db.query("select * from control.tenants order by subdomain", &[])
+    db.query(&format!("select {TENANT_COLUMNS} from control.tenants order by subdomain"), &[])
         .await?
         .iter()
         .map(Tenant::from_row)
@@ -144,7 +159,10 @@ pub async fn list_for_user(
     db: &impl GenericClient,
     user_id: Uuid,
 ) -> Result<Vec<(Tenant, String)>, AppError> {
-    let sql = "select t.*, m.role from control.tenants t
+    // Qualified: memberships has a `created_at` too.
+    let sql = "select t.id, t.name, t.subdomain, t.domain, t.plan, t.status, t.expires_at, t.settings,
+                      t.owner_id, t.schema_name, t.migration_version, t.created_at, t.deleted_at, m.role
+               from control.tenants t
                join control.memberships m on m.tenant_id = t.id
                where m.user_id = $1 and t.deleted_at is null order by t.subdomain";
     db.query(sql, &[&user_id])
