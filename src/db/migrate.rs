@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::SchemaName;
 use super::notify;
+use super::script::run_script;
 use crate::error::AppError;
 use backon::{ExponentialBuilder, Retryable};
-use super::script::run_script;
 
 mod embedded_control {
     refinery::embed_migrations!("migrations/control");
@@ -300,9 +300,8 @@ async fn migrate_once(
 /// Whether a migration failed because a lock was not granted within `lock_timeout` (55P03).
 /// The code is found on the driver's error or, below refinery's wrapping, on the server's.
 fn is_lock_timeout(err: &anyhow::Error) -> bool {
-    let lock_not_available = |code: &tokio_postgres::error::SqlState| {
-        *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
-    };
+    let lock_not_available =
+        |code: &tokio_postgres::error::SqlState| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE;
     err.chain().any(|cause| {
         let driver = cause.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code);
         let server = cause.downcast_ref::<tokio_postgres::error::DbError>().map(|db| db.code());
