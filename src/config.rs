@@ -78,6 +78,9 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
 
+    /// Serve the GraphiQL playground at /playground. Unset: on in development, off in production.
+    #[arg(long, env = "PLAYGROUND", global = true)]
+    pub playground: Option<bool>,
     /// Pooled connections one request may hold at once; its other resolvers wait their turn.
     #[arg(long, env = "DB_CONNECTIONS_PER_REQUEST", default_value_t = 2, global = true,
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -123,6 +126,7 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            playground: None,
             db_connections_per_request: 2,
             tenant_cache_ttl_secs: 60,
             member_cache_ttl_secs: 30,
@@ -131,6 +135,11 @@ impl Config {
             migration_lock_retries: 10,
             data_dir,
         }
+    }
+
+    /// Whether `/playground` is served: as configured, else only outside production.
+    pub fn playground_enabled(&self) -> bool {
+        self.playground.unwrap_or(self.app_env == AppEnv::Development)
     }
 
     /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.
@@ -193,6 +202,16 @@ mod tests {
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_playground_is_off_in_production_unless_enabled() {
+        let mut config = Config::for_tests(None, std::env::temp_dir());
+        assert!(config.playground_enabled(), "on in development");
+        config.app_env = AppEnv::Production;
+        assert!(!config.playground_enabled(), "off in production by default");
+        config.playground = Some(true);
+        assert!(config.playground_enabled(), "on in production when enabled");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
+    /// Whether `/playground` is served.
+    pub playground: bool,
 }
 
 impl Deref for AppState {
@@ -80,6 +82,7 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
+            playground: config.playground_enabled(),
         })))
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::SchemaName;
 use super::notify;
+use super::script::run_script;
 use crate::error::AppError;
 use backon::{ExponentialBuilder, Retryable};
 
@@ -100,13 +101,24 @@ pub async fn migrate_control(pool: &Pool) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("select pg_advisory_xact_lock($1)", &[&CONTROL_LOCK]).await?;
-    tx.batch_execute("create schema if not exists control").await?;
+    create_control_schema(&tx).await?;
     let applied =
         MigrationSet::control().apply(&tx, CONTROL_HISTORY).await.context("applying control migrations")?;
     tx.commit().await?;
     if applied > 0 {
         tracing::info!(migrations.applied = applied, "control schema migrated");
     }
+    Ok(())
+}
+
+/// Creates `control` unless it exists. Under Citus it is a plain schema on the coordinator, never
+/// a distributed one (docs/SCALING.md says why): sharding is off for the whole control-migration
+/// transaction, so the schema and every control table stay local.
+async fn create_control_schema(tx: &Transaction<'_>) -> anyhow::Result<()> {
+    if super::citus::installed(tx).await? {
+        super::citus::keep_schemas_local(tx).await?;
+    }
+    tx.execute_typed("create schema if not exists control", &[]).await?;
     Ok(())
 }
 
@@ -286,29 +298,48 @@ async fn migrate_once(
 }
 
 /// Whether a migration failed because a lock was not granted within `lock_timeout` (55P03).
+/// The code is found on the driver's error or, below refinery's wrapping, on the server's.
 fn is_lock_timeout(err: &anyhow::Error) -> bool {
+    let lock_not_available =
+        |code: &tokio_postgres::error::SqlState| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE;
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<tokio_postgres::Error>()
-            .and_then(tokio_postgres::Error::code)
-            .is_some_and(|code| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+        let driver = cause.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code);
+        let server = cause.downcast_ref::<tokio_postgres::error::DbError>().map(|db| db.code());
+        driver.or(server).is_some_and(lock_not_available)
     })
+}
+
+/// An error from a migration statement, as refinery's executor traits need it. It shows the
+/// statement's error and keeps its causes in the chain (so the SQLSTATE stays reachable).
+#[derive(Debug)]
+pub struct MigrationError(anyhow::Error);
+
+impl std::fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for MigrationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Refinery's executor traits over a transaction we own: statements run in it, nothing commits.
 struct InTx<'a>(&'a Transaction<'a>);
 
 impl AsyncTransaction for InTx<'_> {
-    type Error = tokio_postgres::Error;
+    type Error = MigrationError;
 
     async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &'a mut self,
         queries: T,
     ) -> Result<usize, Self::Error> {
+        // Each migration file is split into its statements, each sent on its own (see `script`).
         let mut count = 0;
         for query in queries {
-            self.0.batch_execute(query).await?;
-            count += 1;
+            count += run_script(self.0, query).await.map_err(MigrationError)?;
         }
         Ok(count)
     }
@@ -316,7 +347,7 @@ impl AsyncTransaction for InTx<'_> {
 
 impl AsyncQuery<Vec<Migration>> for InTx<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
-        let rows = self.0.query(query, &[]).await?;
+        let rows = self.0.query(query, &[]).await.map_err(|err| MigrationError(err.into()))?;
         Ok(rows
             .iter()
             .map(|row| {

@@ -1,6 +1,7 @@
 //! Tenants: model, resolution, provisioning, lifecycle.
 
 pub mod dump;
+mod dump_check;
 pub mod export;
 pub mod graphql;
 pub mod model;
@@ -150,7 +151,7 @@ pub async fn purge(pool: &Pool, tenant: &Tenant) -> Result<(), AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     crate::db::migrate::lock_schema(&tx, &tenant.schema).await?;
-    tx.batch_execute(&format!("drop schema if exists {} cascade", tenant.schema.quoted())).await?;
+    tx.execute_typed(&format!("drop schema if exists {} cascade", tenant.schema.quoted()), &[]).await?;
     tx.execute("delete from control.tenants where id = $1", &[&tenant.id]).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     tx.commit().await?;

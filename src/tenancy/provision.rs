@@ -52,7 +52,7 @@ pub async fn provision_with_id(
     if let Some(owner) = new.owner {
         members_repo::insert(&tx, id, owner, Role::Owner).await?;
     }
-    tx.batch_execute(&format!("create schema {}", schema.quoted())).await?;
+    tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
     migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
     let row =
         tx.query_one(&format!("select {TENANT_COLUMNS} from control.tenants where id = $1"), &[&id]).await?;

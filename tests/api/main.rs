@@ -1,6 +1,10 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
 mod api_keys;
+mod bench_guard;
+#[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
+#[path = "../../benches/support/mod.rs"]
+mod bench_support;
 mod embedded;
 mod export;
 mod freshness;
@@ -15,6 +19,9 @@ mod mail;
 mod members;
 mod migrations;
 mod plans;
+mod playground;
+mod product;
 mod schema;
+mod statements;
 mod tenants;
 mod validation;
