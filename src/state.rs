@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use crate::api_keys::ApiKeyCache;
 use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
+use crate::billing::Billing;
 use crate::config::Config;
 use crate::db::migrate::MigrationSet;
 use crate::mail::Mailer;
@@ -41,6 +42,8 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
+    /// Stripe client and billing settings.
+    pub billing: Billing,
 }
 
 impl Deref for AppState {
@@ -73,6 +76,7 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
+            billing: Billing::from_config(config)?,
         })))
     }
 }

@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`, `bench …`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `schema`, `bench …`.
 
+mod billing;
 mod migrate;
 mod tenants;
 
@@ -36,6 +37,9 @@ pub enum Command {
     /// Create, list, suspend, resume, migrate or delete tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Stripe billing: `sync-prices` creates the plans' products and prices in Stripe.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
     /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => {
             with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
         }
+        Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
         Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
