@@ -47,8 +47,9 @@ pub struct Config {
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", global = true)]
     pub app_env: AppEnv,
 
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
-    pub log_format: LogFormat,
+    /// Log lines as `json` or `pretty`. Unset: pretty on a terminal, JSON otherwise.
+    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
 
     /// Outgoing mail: `log` (development), `file:<dir>`, or `smtp://user:pass@host:port`.
     #[arg(long, env = "MAILER", default_value = "log", global = true, hide_env_values = true)]
@@ -77,6 +78,41 @@ pub struct Config {
     /// Maximum pooled database connections per process.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
+
+    /// `transaction` when DATABASE_URL points at PgBouncer in transaction pooling mode: no
+    /// prepared statement outlives its transaction, and LISTEN uses DATABASE_DIRECT_URL.
+    #[arg(long, env = "DATABASE_POOLER", value_enum, default_value = "none", global = true)]
+    pub database_pooler: Pooler,
+
+    /// A direct (not pooled) PostgreSQL URL for LISTEN. Required with DATABASE_POOLER=transaction.
+    #[arg(long, env = "DATABASE_DIRECT_URL", global = true)]
+    pub database_direct_url: Option<String>,
+
+    /// Browser origins allowed to call the API (comma-separated, or `*`). Empty: same origin only.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// When set, `GET /metrics` requires `Authorization: Bearer <METRICS_TOKEN>`.
+    #[arg(long, env = "METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Memory budget in MiB; the health check's memory status turns unhealthy past 90 % of it.
+    /// Unset: the cgroup's limit (memory.max) when there is one.
+    #[arg(long, env = "MEMORY_LIMIT_MB", global = true)]
+    pub memory_limit_mb: Option<u64>,
+
+    /// Seconds a request may take before it is answered 408 (subscriptions are not affected).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub request_timeout_secs: u64,
+}
+
+/// What sits between tenantry and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pooler {
+    /// Direct connections (or a session-mode pooler): statements are prepared once per connection.
+    None,
+    /// PgBouncer `pool_mode = transaction`.
+    Transaction,
 }
 
 impl Config {
@@ -88,7 +124,7 @@ impl Config {
             base_domain: "localhost".into(),
             jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
             app_env: AppEnv::Development,
-            log_format: LogFormat::Json,
+            log_format: Some(LogFormat::Json),
             mailer: format!("file:{}", data_dir.join("mail").display()),
             mail_from: "tenantry <no-reply@localhost>".into(),
             public_url: "http://app.test".into(),
@@ -96,6 +132,12 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            database_pooler: Pooler::None,
+            database_direct_url: None,
+            cors_origins: Vec::new(),
+            metrics_token: None,
+            memory_limit_mb: None,
+            request_timeout_secs: 30,
             data_dir,
         }
     }

@@ -41,6 +41,13 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
+    /// Browser origins allowed by CORS (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
+    /// Memory budget the health check compares RSS with.
+    pub memory_limit_bytes: Option<u64>,
+    pub request_timeout: Duration,
 }
 
 impl Deref for AppState {
@@ -73,6 +80,13 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
+            cors_origins: config.cors_origins.clone(),
+            metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
+            memory_limit_bytes: config
+                .memory_limit_mb
+                .map(|mb| mb * 1024 * 1024)
+                .or_else(crate::health::cgroup_memory_limit),
+            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         })))
     }
 }
