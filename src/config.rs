@@ -79,6 +79,16 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
 
+    /// Base64 of 32 random bytes: the key stored secrets are encrypted with. Unset in
+    /// development: generated into DATA_DIR; required when APP_ENV=production.
+    #[arg(long, env = "MASTER_ENCRYPTION_KEY", global = true, hide_env_values = true)]
+    pub master_encryption_key: Option<String>,
+
+    /// Previous master keys (comma-separated base64), still accepted for reading until
+    /// `tenantry keys rotate` has re-encrypted everything under MASTER_ENCRYPTION_KEY.
+    #[arg(long, env = "OLD_ENCRYPTION_KEYS", value_delimiter = ',', global = true, hide_env_values = true)]
+    pub old_encryption_keys: Vec<String>,
+
     /// `transaction` when DATABASE_URL points at PgBouncer in transaction pooling mode: no
     /// prepared statement outlives its transaction, and LISTEN uses DATABASE_DIRECT_URL.
     #[arg(long, env = "DATABASE_POOLER", value_enum, default_value = "none", global = true)]
@@ -132,6 +142,8 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            master_encryption_key: None,
+            old_encryption_keys: Vec::new(),
             database_pooler: Pooler::None,
             database_direct_url: None,
             cors_origins: Vec::new(),
@@ -154,6 +166,23 @@ impl Config {
             bail!("JWT_SECRET is not set; it is required when APP_ENV=production");
         }
         dev_secret(&self.data_dir, "jwt_secret")
+    }
+}
+
+impl Config {
+    /// The keyring: MASTER_ENCRYPTION_KEY (or, in development, a key generated into DATA_DIR)
+    /// plus OLD_ENCRYPTION_KEYS.
+    pub fn keyring(&self) -> anyhow::Result<crate::crypto::Keyring> {
+        let current = match &self.master_encryption_key {
+            Some(key) => key.clone(),
+            None if self.app_env == AppEnv::Production => {
+                bail!(
+                    "MASTER_ENCRYPTION_KEY is not set; it is required when APP_ENV=production (generate one with `openssl rand -base64 32`)"
+                )
+            }
+            None => B64.encode(dev_secret(&self.data_dir, "master_encryption_key")?),
+        };
+        crate::crypto::Keyring::from_base64(&current, &self.old_encryption_keys)
     }
 }
 
@@ -202,6 +231,14 @@ mod tests {
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn production_without_a_master_encryption_key_refuses_to_start() {
+        let mut config = Config::for_tests(None, std::env::temp_dir());
+        config.app_env = AppEnv::Production;
+        let err = config.keyring().err().unwrap().to_string();
+        assert!(err.contains("MASTER_ENCRYPTION_KEY"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::api_keys::ApiKeyCache;
 use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
@@ -27,6 +28,8 @@ pub struct Inner {
     pub pool: Pool,
     pub base_domain: String,
     pub tokens: TokenKeys,
+    /// Encrypts and decrypts stored secrets.
+    pub keys: Keyring,
     pub tenants: TenantCache,
     pub access: AccessCache,
     pub plans: PlanCatalog,
@@ -68,6 +71,7 @@ impl AppState {
             pool,
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
+            keys: config.keyring()?,
             tenants: TenantCache::new(Duration::from_secs(60)),
             access: AccessCache::new(Duration::from_secs(60)),
             plans,

@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`, `bench …`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `keys rotate`, `schema`, `bench …`.
 
+mod keys;
 mod migrate;
 mod tenants;
 
@@ -36,6 +37,9 @@ pub enum Command {
     /// Create, list, suspend, resume, migrate or delete tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Encryption keys: `keys rotate` re-encrypts stored secrets under MASTER_ENCRYPTION_KEY.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
     /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
@@ -57,6 +61,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
         }
         Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
+        Command::Keys(cmd) => {
+            let keys = cli.config.keyring()?;
+            with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await
+        }
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;

@@ -14,6 +14,7 @@ use crate::health::graphql::HealthQuery;
 use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::secrets::graphql::{SecretMutation, SecretQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -28,10 +29,18 @@ pub struct QueryRoot(
     ApiKeyQuery,
     AuditQuery,
     ProjectQuery,
+    SecretQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(AuthMutation, TenantMutation, MemberMutation, ApiKeyMutation, ProjectMutation);
+pub struct MutationRoot(
+    AuthMutation,
+    TenantMutation,
+    MemberMutation,
+    ApiKeyMutation,
+    ProjectMutation,
+    SecretMutation,
+);
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {

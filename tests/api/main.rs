@@ -17,6 +17,7 @@ mod observability;
 mod plans;
 mod process;
 mod schema;
+mod secrets;
 mod shutdown;
 mod tenants;
 mod validation;
