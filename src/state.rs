@@ -15,6 +15,7 @@ use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
+use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
@@ -36,6 +37,10 @@ pub struct Inner {
     pub members: MemberCache,
     pub api_keys: ApiKeyCache,
     pub tenant_migrations: MigrationSet,
+    /// Tenants behind `tenant_migrations`, counted periodically by `serve`.
+    pub migration_lag: MigrationLag,
+    /// Pooled connections one request may hold at once (`DB_CONNECTIONS_PER_REQUEST`).
+    pub connections_per_request: usize,
     pub mailer: Mailer,
     /// Base URL for mailed links.
     pub public_url: String,
@@ -51,6 +56,8 @@ pub struct Inner {
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,
     pub request_timeout: Duration,
+    /// Whether `/playground` is served.
+    pub playground: bool,
 }
 
 impl Deref for AppState {
@@ -72,11 +79,13 @@ impl AppState {
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
             keys: config.keyring()?,
-            tenants: TenantCache::new(Duration::from_secs(60)),
-            access: AccessCache::new(Duration::from_secs(60)),
+            tenants: TenantCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
+            access: AccessCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
             plans,
-            members: MemberCache::new(Duration::from_secs(30)),
-            api_keys: ApiKeyCache::new(Duration::from_secs(60)),
+            members: MemberCache::new(Duration::from_secs(config.member_cache_ttl_secs)),
+            api_keys: ApiKeyCache::new(Duration::from_secs(config.api_key_cache_ttl_secs)),
+            migration_lag: MigrationLag::new(tenant_migrations.latest_version()),
+            connections_per_request: config.db_connections_per_request as usize,
             tenant_migrations,
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -91,6 +100,7 @@ impl AppState {
                 .map(|mb| mb * 1024 * 1024)
                 .or_else(crate::health::cgroup_memory_limit),
             request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            playground: config.playground_enabled(),
         })))
     }
 }

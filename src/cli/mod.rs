@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `keys rotate`, `schema`, `bench …`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `keys rotate`, `schema`.
+//! Benchmarks are not part of the product: they live in `benches/` (see docs/BENCHMARKS.md).
 
 mod keys;
 mod migrate;
@@ -42,9 +43,6 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
-    /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -58,9 +56,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
+            let config = &cli.config;
+            with_database(config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, config, args))
+                .await
         }
-        Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Keys(cmd) => {
             let keys = cli.config.keyring()?;
             with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await
@@ -68,7 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;
-            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, cmd)).await
+            let lock = migrate::lock_policy(&cli.config);
+            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, lock, cmd))
+                .await
         }
     }
 }

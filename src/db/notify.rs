@@ -21,7 +21,10 @@ pub const TENANT_CHANGED: &str = "tenant_changed";
 pub const MEMBER_CHANGED: &str = "member_changed";
 /// Payload: the key's prefix. An API key was revoked.
 pub const API_KEY_CHANGED: &str = "api_key_changed";
-const CHANNELS: [&str; 3] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED];
+/// Payload: the tenant id. `migrate` committed new migrations in the tenant's schema, so
+/// statements prepared against its old tables must go.
+pub const TENANT_MIGRATED: &str = "tenant_migrated";
+const CHANNELS: [&str; 4] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED];
 
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

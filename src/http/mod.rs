@@ -4,6 +4,7 @@ mod graphql;
 mod hardening;
 mod metrics;
 pub mod observe;
+mod playground;
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -46,12 +47,16 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
         schema: build_schema(),
         documents: std::sync::Arc::new(DocumentCache::new(1_000)),
     };
-    Router::new()
+    let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/api/health", get(health::api_health))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics));
+    if state.app.playground {
+        routes = routes.merge(playground::routes());
+    }
+    routes
         .with_state(state)
         .merge(extra)
         // Innermost first: a panic becomes a response before the headers, CORS and the request

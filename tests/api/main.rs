@@ -1,13 +1,19 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
 mod api_keys;
+mod bench_guard;
+#[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
+#[path = "../../benches/support/mod.rs"]
+mod bench_support;
 mod embedded;
 mod export;
+mod freshness;
 mod health;
 mod helpers;
 mod http;
 mod identity;
 mod isolation;
+mod live_migrations;
 mod load;
 mod logs;
 mod mail;
@@ -15,9 +21,12 @@ mod members;
 mod migrations;
 mod observability;
 mod plans;
+mod playground;
 mod process;
+mod product;
 mod schema;
 mod secrets;
 mod shutdown;
+mod statements;
 mod tenants;
 mod validation;
