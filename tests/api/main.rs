@@ -17,6 +17,7 @@ mod live_migrations;
 mod load;
 mod mail;
 mod members;
+mod migration_locks;
 mod migrations;
 mod plans;
 mod playground;
