@@ -179,9 +179,11 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
         let upkeep = tokio::spawn(maintain(self.state.clone()));
+        let dunning = tokio::spawn(crate::billing::run_dunning(self.state.clone()));
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         upkeep.abort();
+        dunning.abort();
         lag.abort();
         self.bus.abort();
         self.state.pool.close();

@@ -107,6 +107,31 @@ pub struct Config {
     /// Attempts per tenant when a migration's lock times out (with backoff between them).
     #[arg(long, env = "MIGRATION_LOCK_RETRIES", default_value_t = 10, global = true)]
     pub migration_lock_retries: usize,
+
+    /// Stripe secret API key (`sk_…`). Unset: checkout and the portal answer BILLING_UNAVAILABLE.
+    #[arg(long, env = "STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Webhook signing secrets (`whsec_…`), comma-separated while rotating.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Base URL of the Stripe API (tests point it at a local fake).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", global = true)]
+    pub stripe_api_base: String,
+
+    /// Origins checkout and portal redirect URLs may point to, comma-separated.
+    /// Unset: the origin of PUBLIC_URL.
+    #[arg(long, env = "BILLING_ALLOWED_ORIGINS", global = true)]
+    pub billing_allowed_origins: Option<String>,
+
+    /// Seconds a tenant may stay past due after a failed payment before it is suspended.
+    #[arg(long, env = "BILLING_GRACE_SECS", default_value_t = 7 * 24 * 3600, global = true)]
+    pub billing_grace_secs: u64,
+
+    /// Seconds between checks for tenants whose grace period is over.
+    #[arg(long, env = "BILLING_CHECK_INTERVAL_SECS", default_value_t = 300, global = true)]
+    pub billing_check_interval_secs: u64,
 }
 
 impl Config {
@@ -133,6 +158,12 @@ impl Config {
             api_key_cache_ttl_secs: 60,
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com/".into(),
+            billing_allowed_origins: None,
+            billing_grace_secs: 7 * 24 * 3600,
+            billing_check_interval_secs: 300,
             data_dir,
         }
     }

@@ -33,6 +33,9 @@ pub enum AppError {
     Validation { field: &'static str, message: String },
     /// `CONFLICT`, 409: a unique value is already taken.
     Conflict { field: &'static str, message: String },
+    /// `BILLING_UNAVAILABLE`, 503: billing is not configured, or the payment provider failed
+    /// or refused; the message says which (never a secret or a payload).
+    BillingUnavailable(String),
     /// `RATE_LIMITED`, 429, with `Retry-After` in seconds.
     RateLimited { retry_after_secs: u64 },
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
@@ -70,6 +73,7 @@ impl AppError {
             Self::PlanLimitExceeded { .. } => "PLAN_LIMIT_EXCEEDED",
             Self::Validation { .. } => "VALIDATION",
             Self::Conflict { .. } => "CONFLICT",
+            Self::BillingUnavailable(_) => "BILLING_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
         }
@@ -87,6 +91,7 @@ impl AppError {
             Self::NotFound(_) | Self::TenantNotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::BillingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -105,7 +110,7 @@ impl AppError {
         match self {
             Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::TenantNotFound(m) => m.clone(),
+            Self::TenantNotFound(m) | Self::BillingUnavailable(m) => m.clone(),
             Self::TenantSuspended => {
                 "this tenant is suspended; its owner can contact support to reactivate it".to_owned()
             }

@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use crate::api_keys::ApiKeyCache;
 use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
+use crate::billing::Billing;
 use crate::config::Config;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
@@ -48,6 +49,8 @@ pub struct Inner {
     pub started_at: Instant,
     /// Whether `/playground` is served.
     pub playground: bool,
+    /// Stripe client and billing settings.
+    pub billing: Billing,
 }
 
 impl Deref for AppState {
@@ -83,6 +86,7 @@ impl AppState {
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
             playground: config.playground_enabled(),
+            billing: Billing::from_config(config)?,
         })))
     }
 }

@@ -1,6 +1,7 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `schema`.
 //! Benchmarks are not part of the product: they live in `benches/` (see docs/BENCHMARKS.md).
 
+mod billing;
 mod migrate;
 mod tenants;
 
@@ -37,6 +38,9 @@ pub enum Command {
     /// Create, list, suspend, resume, migrate or delete tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Stripe billing: `sync-prices` creates the plans' products and prices in Stripe.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
 }
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             with_database(config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, config, args))
                 .await
         }
+        Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;

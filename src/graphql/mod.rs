@@ -10,6 +10,7 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
 use crate::audit::graphql::AuditQuery;
 use crate::auth::graphql::{AuthMutation, AuthQuery};
+use crate::billing::graphql::BillingMutation;
 use crate::health::graphql::HealthQuery;
 use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
@@ -31,7 +32,14 @@ pub struct QueryRoot(
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(AuthMutation, TenantMutation, MemberMutation, ApiKeyMutation, ProjectMutation);
+pub struct MutationRoot(
+    AuthMutation,
+    TenantMutation,
+    MemberMutation,
+    ApiKeyMutation,
+    BillingMutation,
+    ProjectMutation,
+);
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Request, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -50,6 +50,7 @@ pub fn router(app: AppState) -> Router {
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/api/health", get(health::api_health))
+        .route("/api/stripe/webhook", post(crate::billing::webhook::handler))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz));
     if state.app.playground {

@@ -5,6 +5,11 @@ mod bench_guard;
 #[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
 #[path = "../../benches/support/mod.rs"]
 mod bench_support;
+mod billing_checkout;
+mod billing_dunning;
+mod billing_fake;
+mod billing_support;
+mod billing_webhooks;
 mod embedded;
 mod export;
 mod freshness;

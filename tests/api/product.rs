@@ -1,5 +1,5 @@
-//! The product carries no bench harness: `tenantry` has no `bench` command, and no crate the
-//! benches need (hdrhistogram, an HTTP client) is in its normal dependency tree.
+//! The product carries no bench harness: `tenantry` has no `bench` command, and no crate only
+//! the benches need (hdrhistogram, reqwest) is in its normal dependency tree.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -52,5 +52,6 @@ fn the_products_normal_dependency_tree_has_no_bench_only_crate() {
     for bench_only in ["hdrhistogram", "reqwest"] {
         assert!(!crates.contains(bench_only), "{bench_only} is in the product's dependencies");
     }
-    assert!(!lines.contains("hyper feature \"client\""), "the product pulls in an HTTP client");
+    // The product's one HTTP client is async-stripe's (hyper + rustls), which talks to Stripe;
+    // the harness's own client crates above stay out.
 }
