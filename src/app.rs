@@ -70,9 +70,9 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
         },
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
         notify::TENANT_MIGRATED => {
-            // Statements are cached per connection and schema; the caches cannot be searched
-            // by schema, so all go (each is prepared again on its next use).
-            state.pool.manager().statement_caches.clear();
+            // The tenant's next load carries its new migration version, and requests key their
+            // cached statements by it: the old statements are never used again (the size cap
+            // evicts them), and every other tenant's stay cached.
             match payload.parse() {
                 Ok(id) => state.access.invalidate(id).await,
                 Err(_) => state.access.clear(),
