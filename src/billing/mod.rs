@@ -6,6 +6,7 @@ pub mod events;
 pub mod graphql;
 pub mod model;
 mod origins;
+pub mod policy;
 pub mod prices;
 pub mod provider;
 pub mod repo;
@@ -46,7 +47,8 @@ impl Billing {
         let client = match &config.stripe_secret_key {
             Some(key) if !key.trim().is_empty() => Some(
                 stripe::ClientBuilder::new(key.trim())
-                    .url(config.stripe_api_base.as_str())
+                    // The client appends `v1/…` to the base: it must end with a slash.
+                    .url(format!("{}/", config.stripe_api_base.trim_end_matches('/')))
                     .timeout(StdDuration::from_secs(20))
                     .build()
                     .map_err(|err| anyhow::anyhow!("STRIPE_SECRET_KEY / STRIPE_API_BASE: {err}"))?,
