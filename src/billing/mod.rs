@@ -28,6 +28,9 @@ use crate::plans::{self, PlanCatalog, TenantChange};
 use crate::state::AppState;
 use crate::tenancy::model::TenantStatus;
 
+/// The longest grace period accepted (one year).
+const MAX_GRACE_SECS: u64 = 366 * 24 * 3600;
+
 /// Billing settings and the Stripe client, shared by every request.
 #[derive(Clone)]
 pub struct Billing {
@@ -62,6 +65,9 @@ impl Billing {
                  events would be refused and paid plans never applied"
             );
         }
+        if config.billing_grace_secs > MAX_GRACE_SECS {
+            anyhow::bail!("BILLING_GRACE_SECS must be at most {MAX_GRACE_SECS} (one year)");
+        }
         let origins = match &config.billing_allowed_origins {
             Some(list) => AllowedOrigins::parse(list)?,
             None => AllowedOrigins::parse(&config.public_url)
@@ -71,9 +77,7 @@ impl Billing {
             client,
             secrets,
             origins,
-            grace: chrono::Duration::seconds(
-                i64::try_from(config.billing_grace_secs).unwrap_or(i64::MAX / 2),
-            ),
+            grace: chrono::Duration::seconds(i64::try_from(config.billing_grace_secs)?),
             check_interval: StdDuration::from_secs(config.billing_check_interval_secs.max(1)),
             prices: Cache::builder().max_capacity(1_000).time_to_live(StdDuration::from_secs(600)).build(),
         })

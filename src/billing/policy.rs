@@ -60,8 +60,8 @@ pub fn decide(
             }
             // The session carries no period: one interval from now until a subscription or
             // invoice event brings the real end.
-            let provisional =
-                at + if plan.interval == "year" { Duration::days(366) } else { Duration::days(31) };
+            let interval = if plan.interval == "year" { Duration::days(366) } else { Duration::days(31) };
+            let provisional = at.checked_add_signed(interval).unwrap_or(at);
             let period_end = same.then_some(current.current_period_end).flatten().unwrap_or(provisional);
             if !(same && current.status.is_live()) {
                 next.status = BillingStatus::Active;
@@ -72,7 +72,7 @@ pub fn decide(
             next.current_period_end = Some(period_end);
             restore(&mut next, &mut change);
             change.plan = Some(plan.id.clone());
-            change.expires_at = Some(Some(period_end + grace));
+            change.expires_at = Some(period_end.checked_add_signed(grace));
         }
         BillingEvent::Subscription { deleted, subscription: sub } => {
             let Some(status) = BillingStatus::from_stripe(&sub.status) else {
@@ -128,7 +128,7 @@ pub fn decide(
                         None => tracing::warn!("subscription price maps to no plan; plan kept"),
                     }
                     if let Some(end) = next.current_period_end {
-                        change.expires_at = Some(Some(end + grace));
+                        change.expires_at = Some(end.checked_add_signed(grace));
                     }
                 }
                 if status.is_overdue() {
@@ -157,7 +157,7 @@ pub fn decide(
                 next.current_period_end = current.current_period_end.max(invoice.period_end);
                 restore(&mut next, &mut change);
                 if let Some(end) = next.current_period_end {
-                    change.expires_at = Some(Some(end + grace));
+                    change.expires_at = Some(end.checked_add_signed(grace));
                 }
             } else {
                 if current.status != BillingStatus::Unpaid {
