@@ -1,7 +1,8 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `schema`.
-//! Benchmarks are not part of the product: they live in `benches/` (see docs/BENCHMARKS.md).
+//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `keys rotate`,
+//! `schema`. Benchmarks are not part of the product: they live in `benches/` (docs/BENCHMARKS.md).
 
 mod billing;
+mod keys;
 mod migrate;
 mod tenants;
 
@@ -41,6 +42,9 @@ pub enum Command {
     /// Stripe billing: `sync-prices` creates the plans' products and prices in Stripe.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
+    /// Encryption keys: `keys rotate` re-encrypts stored secrets under MASTER_ENCRYPTION_KEY.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
 }
@@ -61,6 +65,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
         }
         Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
+        Command::Keys(cmd) => {
+            let keys = cli.config.keyring()?;
+            with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await
+        }
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;

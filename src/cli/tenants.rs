@@ -49,7 +49,8 @@ pub enum TenantsCommand {
     /// Write a tenant (its control rows and a pg_dump of its schema) to one JSON file.
     Export { subdomain: String, file: PathBuf },
     /// Restore an export: as the same tenant (which must not exist), or with --subdomain as a
-    /// new tenant with a new id and schema.
+    /// new tenant with a new id and schema. A file whose dump touches anything but the tenant's
+    /// own schema is refused whole.
     Import {
         file: PathBuf,
         #[arg(long)]

@@ -117,7 +117,7 @@ impl TenantTx {
         self.run(sql, params, Kind::Count).await.map(Outcome::count)
     }
 
-    /// Runs `op` with `sql` as a cached prepared statement, opening the transaction first if needed.
+    /// Runs `sql` as a cached prepared statement, opening the transaction first if needed.
     ///
     /// A cached statement whose table changed shape since it was prepared (a live migration)
     /// fails with SQLSTATE 0A000, "cached plan must not change result type". It is retried once

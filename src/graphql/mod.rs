@@ -15,6 +15,7 @@ use crate::health::graphql::HealthQuery;
 use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::secrets::graphql::{SecretMutation, SecretQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     ApiKeyQuery,
     AuditQuery,
     ProjectQuery,
+    SecretQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -39,6 +41,7 @@ pub struct MutationRoot(
     ApiKeyMutation,
     BillingMutation,
     ProjectMutation,
+    SecretMutation,
 );
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.

@@ -178,6 +178,12 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_stored_role_is_an_error_not_the_least_privileged_role() {
+        assert_eq!(Role::from_db("ADMIN").unwrap(), Role::Admin);
+        assert_eq!(Role::from_db("SUPERUSER").unwrap_err().code(), "INTERNAL");
+    }
+
+    #[test]
     fn the_rules_protect_owners_and_the_last_owner() {
         let admin = acting(ADMIN, Role::Admin);
         let owner = acting(OWNER, Role::Owner);

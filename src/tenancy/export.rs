@@ -131,6 +131,7 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
     let memberships: Vec<ExportedMembership> = serde_json::from_value(file.memberships)
         .map_err(|err| refused(format!("the memberships are not readable: {err}")))?;
     let old_schema = SchemaName::parse(&file.schema).map_err(|err| refused(err.to_string()))?;
+    TenantName::parse(&tenant.name)?;
     match &target {
         ImportAs::Same if old_schema != SchemaName::for_tenant(tenant.id) => {
             return Err(refused(format!(
@@ -140,8 +141,7 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
             )));
         }
         ImportAs::Same => {
-            // The file's own names, checked as `createTenant` checks them.
-            TenantName::parse(&tenant.name)?;
+            // The file's own subdomain, checked as `createTenant` checks it.
             Subdomain::parse(&tenant.subdomain)?;
         }
         ImportAs::New(subdomain) => {

@@ -183,6 +183,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unknown_stored_status_is_an_error_not_active() {
+        assert_eq!(TenantStatus::from_db("suspended").unwrap(), TenantStatus::Suspended);
+        assert_eq!(TenantStatus::from_db("archived").unwrap_err().code(), "INTERNAL");
+    }
+
+    #[test]
     fn subdomains_follow_the_documented_rule() {
         for ok in ["acme", "a-1", "abc", &"x".repeat(50)] {
             assert!(Subdomain::parse(ok).is_ok(), "{ok} refused");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tenantry::db::migrate::MigrationSet;
+use tenantry::db::migrate::{LockPolicy, MigrationSet, migrate_tenants_locking};
 use tenantry::db::{SchemaName, TenantTx, build_pool};
 use tenantry::tenancy::model::{Subdomain, TenantName};
 use tenantry::tenancy::provision::{NewTenant, provision};
@@ -222,4 +222,53 @@ fn a_migrations_dir_that_changes_a_shipped_migration_is_refused() {
     assert!(err.contains("V1__projects"), "{err}");
     let ok = MigrationSet::tenant_from_dir(&migrations_dir_with(&[("V100__more", ADD_COLUMN)])).unwrap();
     assert_eq!(ok.latest_version(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_blocked_by_a_long_request_steps_aside_and_retries_instead_of_stalling_traffic() {
+    let (_db, pool) = control_db().await;
+    let new = NewTenant {
+        name: TenantName::parse("Busy").unwrap(),
+        subdomain: Subdomain::parse("busy").unwrap(),
+        owner: None,
+    };
+    let schema = provision(&pool, &MigrationSet::tenant(), new).await.unwrap().schema;
+    let projects = format!("select count(*) from {}.projects", schema.quoted());
+    // A long request: it holds its lock on `projects` until it ends.
+    let mut long = pool.get().await.unwrap();
+    let long_tx = long.transaction().await.unwrap();
+    long_tx.query_one(&projects, &[]).await.unwrap();
+
+    let set = MigrationSet::tenant().with("V100__projects_archived", ADD_COLUMN).unwrap();
+    let lock = LockPolicy { timeout: Duration::from_millis(100), attempts: 100 };
+    let migrate = migrate_tenants_locking(&pool, &set, 1, None, lock, |_| {}, || {});
+    let traffic = async {
+        // Requests keep being served while the migration waits: a queued ALTER without a lock
+        // timeout would hold each of them until the long request ends (never, here).
+        let reader = pool.get().await.unwrap();
+        for _ in 0..3 {
+            // Each read starts while the migration's ALTER waits in the lock queue.
+            eventually(Duration::from_secs(20), || async {
+                let waiting = reader
+                    .query_one(
+                        "select count(*) from pg_stat_activity
+                         where datname = current_database() and wait_event_type = 'Lock'
+                           and query ilike 'alter table%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                (waiting.get::<_, i64>(0) > 0).then_some(())
+            })
+            .await;
+            tokio::time::timeout(Duration::from_secs(20), reader.query_one(&projects, &[]))
+                .await
+                .expect("a read was stalled behind the waiting migration")
+                .unwrap();
+        }
+        long_tx.commit().await.unwrap();
+    };
+    let (report, ()) = tokio::join!(migrate, traffic);
+    let report = report.unwrap();
+    assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
 }
