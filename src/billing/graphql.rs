@@ -52,7 +52,7 @@ impl BillingObject {
     /// When the tenant will be suspended unless a payment arrives first.
     async fn suspends_at(&self) -> Option<DateTime<Utc>> {
         let overdue = self.state.status.is_overdue() && !self.state.suspended_by_billing;
-        self.state.past_due_since.filter(|_| overdue).map(|since| since + self.grace)
+        self.state.past_due_since.filter(|_| overdue).and_then(|since| since.checked_add_signed(self.grace))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod events;
 pub mod graphql;
 pub mod model;
 mod origins;
+pub mod policy;
 pub mod prices;
 pub mod provider;
 pub mod repo;
@@ -27,6 +28,9 @@ use crate::plans::{self, PlanCatalog, TenantChange};
 use crate::state::AppState;
 use crate::tenancy::model::TenantStatus;
 
+/// The longest grace period accepted (one year).
+const MAX_GRACE_SECS: u64 = 366 * 24 * 3600;
+
 /// Billing settings and the Stripe client, shared by every request.
 #[derive(Clone)]
 pub struct Billing {
@@ -46,7 +50,8 @@ impl Billing {
         let client = match &config.stripe_secret_key {
             Some(key) if !key.trim().is_empty() => Some(
                 stripe::ClientBuilder::new(key.trim())
-                    .url(config.stripe_api_base.as_str())
+                    // The client appends `v1/…` to the base: it must end with a slash.
+                    .url(format!("{}/", config.stripe_api_base.trim_end_matches('/')))
                     .timeout(StdDuration::from_secs(20))
                     .build()
                     .map_err(|err| anyhow::anyhow!("STRIPE_SECRET_KEY / STRIPE_API_BASE: {err}"))?,
@@ -60,6 +65,9 @@ impl Billing {
                  events would be refused and paid plans never applied"
             );
         }
+        if config.billing_grace_secs > MAX_GRACE_SECS {
+            anyhow::bail!("BILLING_GRACE_SECS must be at most {MAX_GRACE_SECS} (one year)");
+        }
         let origins = match &config.billing_allowed_origins {
             Some(list) => AllowedOrigins::parse(list)?,
             None => AllowedOrigins::parse(&config.public_url)
@@ -69,9 +77,7 @@ impl Billing {
             client,
             secrets,
             origins,
-            grace: chrono::Duration::seconds(
-                i64::try_from(config.billing_grace_secs).unwrap_or(i64::MAX / 2),
-            ),
+            grace: chrono::Duration::seconds(i64::try_from(config.billing_grace_secs)?),
             check_interval: StdDuration::from_secs(config.billing_check_interval_secs.max(1)),
             prices: Cache::builder().max_capacity(1_000).time_to_live(StdDuration::from_secs(600)).build(),
         })

@@ -160,6 +160,21 @@ async fn sync_prices_creates_each_paid_plans_price_once() {
     assert_eq!(actions, [("pro", "created"), ("enterprise", "created")]);
     let second = tenantry::billing::prices::sync_prices(client, &app.state.plans).await.unwrap();
     assert!(second.iter().all(|s| s.action == "unchanged"), "{second:?}");
+    // The operator command does the same, and finds nothing to do either.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["billing", "sync-prices", "--json"])
+        .env("STRIPE_SECRET_KEY", "sk_test_fake")
+        .env("STRIPE_API_BASE", &fake.url)
+        .env("DATA_DIR", crate::helpers::scratch_dir())
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["plan"], "pro");
+    assert_eq!(report[0]["action"], "unchanged");
+    assert_eq!(report[1]["action"], "unchanged");
     let recorded = fake.recorded.lock().unwrap();
     assert_eq!(recorded.products.len(), 2);
     assert_eq!(recorded.prices.len(), 2);

@@ -186,3 +186,29 @@ async fn unknown_event_types_are_acknowledged_and_ignored() {
     let stranger = event("invoice.paid", now(), invoice("sub_X", "cus_stranger", days_from_now(30)));
     t.deliver_expecting(&stranger, "ignored").await;
 }
+
+#[tokio::test]
+async fn tenants_list_shows_each_tenants_billing_state() {
+    let t = spawn_billing_app(3600).await;
+    t.with_customer("cus_A").await;
+    let mut sub = subscription("sub_A", "cus_A", "past_due", "pro_monthly", days_from_now(30));
+    sub["cancel_at_period_end"] = json!(true);
+    t.deliver_expecting(&event("customer.subscription.updated", now(), sub), "applied").await;
+    let run = |json: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(["tenants", "list"]).env("DATABASE_URL", &t.app.db.url);
+        cmd.env("DATA_DIR", crate::helpers::scratch_dir()).env("RUST_LOG", "error");
+        if json {
+            cmd.arg("--json");
+        }
+        cmd
+    };
+    let out = run(true).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["plan"], "pro");
+    assert_eq!(list[0]["billing"]["status"], "past_due");
+    assert_eq!(list[0]["billing"]["cancel_at_period_end"], true);
+    let text = String::from_utf8(run(false).output().await.unwrap().stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("acme") && l.contains("past_due")), "{text}");
+}
