@@ -148,7 +148,7 @@ impl RequestCtx {
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
         let schema = self.member_schema().await?;
         let turn = self.connection_turn().await?;
-        Ok(TenantTx::begin(&self.state.pool, schema).await?.holding(turn))
+        Ok(TenantTx::begin(&self.state.tenant_pool, schema).await?.holding(turn))
     }
 
     /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
@@ -156,7 +156,7 @@ impl RequestCtx {
     pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
         let schema = self.member_schema().await?;
         let turn = self.connection_turn().await?;
-        Ok(TenantTx::begin_single(&self.state.pool, schema).await?.holding(turn))
+        Ok(TenantTx::begin_single(&self.state.tenant_pool, schema).await?.holding(turn))
     }
 
     /// The tenant's schema, once the caller is known to be a member (or its API key).

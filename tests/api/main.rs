@@ -20,6 +20,7 @@ mod mail;
 mod members;
 mod migrations;
 mod observability;
+mod pgbouncer;
 mod plans;
 mod playground;
 mod process;
