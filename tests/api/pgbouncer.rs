@@ -2,92 +2,12 @@
 //! mixed-tenant load sees no foreign row and no error, with fewer server connections than
 //! clients so transactions keep moving between server connections.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, eventually};
+use crate::bench_support::pgbouncer::PgBouncer;
+use crate::helpers::TestDb;
 use crate::process::ServerProcess;
-
-/// A private PgBouncer in front of the test database. Stopped on drop.
-pub struct PgBouncer {
-    child: Child,
-    dir: PathBuf,
-    pub port: u16,
-}
-
-impl PgBouncer {
-    /// `pool_mode = transaction` with `server_connections` server connections for `db_url`.
-    pub async fn start(db_url: &str, server_connections: u16) -> Self {
-        let pg: tokio_postgres::Config = db_url.parse().unwrap();
-        let host = match &pg.get_hosts()[0] {
-            tokio_postgres::config::Host::Tcp(host) => host.clone(),
-            tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
-        };
-        let port = pg.get_ports().first().copied().unwrap_or(5432);
-        let user = pg.get_user().unwrap_or("postgres").to_owned();
-        let dbname = pg.get_dbname().unwrap().to_owned();
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // Outside the worktree: PgBouncer runs as `postgres` when we are root and must read it.
-        let dir = std::env::temp_dir().join(format!("tenantry-pgbouncer-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("userlist.txt"), format!("\"{user}\" \"\"\n")).unwrap();
-        let ini = format!(
-            "[databases]\n{dbname} = host={host} port={port} dbname={dbname} user={user}\n\n\
-             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n\
-             auth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n\
-             default_pool_size = {server_connections}\nmax_client_conn = 500\n\
-             ignore_startup_parameters = extra_float_digits,options\n\
-             logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
-            dir = dir.display()
-        );
-        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        let root = nix::unistd::geteuid().is_root();
-        let mut command = if root {
-            let postgres = nix::unistd::User::from_name("postgres").unwrap().expect("a postgres OS user");
-            nix::unistd::chown(&dir, Some(postgres.uid), Some(postgres.gid)).unwrap();
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "pgbouncer"]);
-            c
-        } else {
-            Command::new("pgbouncer")
-        };
-        let child = command
-            .arg(dir.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting pgbouncer (apt-get install pgbouncer)");
-        let bouncer = Self { child, dir, port: listen };
-        eventually(Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", listen)).await.ok()
-        })
-        .await;
-        bouncer
-    }
-
-    pub fn url(&self, db_url: &str) -> String {
-        let pg: tokio_postgres::Config = db_url.parse().unwrap();
-        let user = pg.get_user().unwrap_or("postgres");
-        format!("host=127.0.0.1 port={} user={user} dbname={}", self.port, pg.get_dbname().unwrap())
-    }
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        // Under runuser the pgbouncer process is a grandchild: signal it by its pid file.
-        let pid = std::fs::read_to_string(self.dir.join("pgbouncer.pid"));
-        if let Some(pid) = pid.ok().and_then(|pid| pid.trim().parse::<i32>().ok()) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 const SIGN_UP: &str = "mutation($e: String!) { signUp(email: $e, password: \"correct horse\", name: \"Owner\") { accessToken } }";
 const VERIFY: &str = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
@@ -115,9 +35,9 @@ fn names(body: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_tenant_load_through_pgbouncer_transaction_pooling_sees_no_foreign_row_and_no_error() {
     let db = TestDb::create().await;
-    let bouncer = PgBouncer::start(&db.url, 3).await;
+    let bouncer = PgBouncer::start(&db.url, 3).await.expect("a private PgBouncer");
     let server = ServerProcess::start(
-        &bouncer.url(&db.url),
+        &bouncer.url(),
         &[("DATABASE_POOLER", "transaction"), ("DATABASE_DIRECT_URL", &db.url), ("DB_POOL_SIZE", "12")],
     )
     .await;
