@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Pooler};
 use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
@@ -122,6 +123,34 @@ async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The control-plane pool, the tenant-data pool, and the URL to LISTEN on.
+///
+/// Direct (`DATABASE_POOLER=none`): one pool for both. Behind PgBouncer in transaction mode,
+/// tenant transactions (the bulk of the traffic) go through DATABASE_URL with unnamed statements
+/// only, while the control plane, whose queries use ordinary prepared statements outside
+/// transactions, and LISTEN use DATABASE_DIRECT_URL with a small pool.
+async fn open_pools(config: &Config, database: &Database) -> anyhow::Result<(Pool, Pool, String)> {
+    let size = config.db_pool_size;
+    let (pool, tenant_pool, listen_url) = match config.database_pooler {
+        Pooler::None => {
+            let pool = build_pool(&database.url, size)?;
+            (pool.clone(), pool, database.url.clone())
+        }
+        Pooler::Transaction => {
+            let direct = config.database_direct_url.as_deref().context(
+                "DATABASE_POOLER=transaction needs DATABASE_DIRECT_URL: a direct PostgreSQL URL for LISTEN \
+                 and the control plane",
+            )?;
+            let control = build_pool(direct, (size / 4).max(4))?;
+            let tenants = build_pool(&database.url, size)?;
+            check_reachable(&tenants).await.context("through the pooler (DATABASE_URL)")?;
+            (control, tenants, direct.to_owned())
+        }
+    };
+    check_reachable(&pool).await?;
+    Ok((pool, tenant_pool, listen_url))
+}
+
 /// A built server: database ready, control schema migrated, port bound.
 pub struct Application {
     listener: TcpListener,
@@ -140,10 +169,10 @@ impl Application {
         // Configuration errors first, before anything is started.
         let plans = PlanCatalog::load(config.plans_file.as_deref())?;
         let database = Database::open(&config, Durability::Durable).await?;
-        let pool = build_pool(&database.url, config.db_pool_size)?;
-        check_reachable(&pool).await?;
+        crate::db::unnamed::set_pooler(config.database_pooler);
+        let (pool, tenant_pool, listen_url) = open_pools(&config, &database).await?;
         migrate_control(&pool).await?;
-        let state = AppState::new(pool, &config, plans, MigrationSet::tenant())?;
+        let state = AppState::new(pool, tenant_pool, &config, plans, MigrationSet::tenant())?;
         let lagging = state.migration_lag.refresh(&state.pool).await.map_err(AppError::into_anyhow)?;
         if lagging > 0 {
             tracing::warn!(
@@ -152,7 +181,7 @@ impl Application {
                 "tenants lag behind this build's migrations; run `tenantry migrate`"
             );
         }
-        let pg_config: tokio_postgres::Config = database.url.parse()?;
+        let pg_config: tokio_postgres::Config = listen_url.parse()?;
         let bus = notify::spawn_listener(pg_config, {
             let state = state.clone();
             move |event| {

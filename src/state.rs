@@ -27,7 +27,11 @@ use crate::tenancy::resolve::TenantCache;
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
+    /// The control plane's pool (users, tenants, memberships, keys…).
     pub pool: Pool,
+    /// The pool tenant transactions (`TenantTx`) use: the same pool, except behind a
+    /// transaction pooler (DATABASE_POOLER=transaction), where it goes through the pooler.
+    pub tenant_pool: Pool,
     pub base_domain: String,
     pub tokens: TokenKeys,
     /// Encrypts and decrypts stored secrets.
@@ -73,12 +77,14 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(
         pool: Pool,
+        tenant_pool: Pool,
         config: &Config,
         plans: PlanCatalog,
         tenant_migrations: MigrationSet,
     ) -> anyhow::Result<Self> {
         Ok(Self(Arc::new(Inner {
             pool,
+            tenant_pool,
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
             keys: config.keyring()?,

@@ -5,6 +5,7 @@
 pub mod guard;
 pub mod load;
 pub mod pgbench;
+pub mod pgbouncer;
 pub mod plain;
 pub mod read_request;
 pub mod report;

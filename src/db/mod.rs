@@ -10,6 +10,7 @@ mod pool;
 mod schema_name;
 pub mod script;
 mod tenant_tx;
+pub mod unnamed;
 
 pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};
 pub use schema_name::{InvalidSchemaName, SchemaName};

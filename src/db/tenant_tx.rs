@@ -20,6 +20,7 @@
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Statement};
 
 use super::SchemaName;
@@ -144,6 +145,9 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
+        if super::unnamed::transaction_pooling() {
+            return self.run_pooled(sql, params, kind).await;
+        }
         // The schema (and version) in a comment makes the cache key per schema; PostgreSQL ignores it.
         let keyed = format!("/* {} */ {sql}", self.cache_tag);
         match self.state {
@@ -165,6 +169,56 @@ impl TenantTx {
                 other => Ok(other?),
             },
         }
+    }
+
+    /// `run` behind a transaction pooler: unnamed statements only (see `db::unnamed`). The first
+    /// statement still travels with `begin` and `set_config`, and in single mode with `commit`.
+    async fn run_pooled(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        kind: Kind,
+    ) -> Result<Outcome, AppError> {
+        use super::unnamed;
+        if self.state == State::Finished {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a single-statement TenantTx ran a second statement"
+            )));
+        }
+        let pending = self.state == State::Pending;
+        self.state = State::Open;
+        let single = self.single;
+        let client = self.client.as_ref().expect("client present");
+        let statement = async {
+            let types = unnamed::param_types(client, sql).await?;
+            if !single {
+                return unnamed::run(client, sql, &types, params).await;
+            }
+            let (out, ()) = futures::try_join!(
+                unnamed::run(client, sql, &types, params),
+                client.batch_execute("commit")
+            )?;
+            Ok(out)
+        };
+        let result = if pending {
+            let search_path: [(&(dyn ToSql + Sync), Type); 1] = [(&self.search_path, Type::TEXT)];
+            futures::try_join!(
+                client.batch_execute("begin"),
+                client.query_typed(SET_SEARCH_PATH, &search_path),
+                statement
+            )
+            .map(|(_, _, out)| out)
+        } else {
+            statement.await
+        };
+        let (rows, affected) = result.inspect_err(|_| unnamed::forget(sql))?;
+        if single {
+            self.state = State::Finished;
+        }
+        Ok(match kind {
+            Kind::Rows => Outcome::Rows(rows),
+            Kind::Count => Outcome::Count(affected),
+        })
     }
 
     /// The first statement: joined with `begin` and `set_config`.

@@ -149,7 +149,7 @@ impl RequestCtx {
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
         let tenant = self.member_tenant().await?;
         let turn = self.connection_turn().await?;
-        let tx = TenantTx::begin(&self.state.pool, &tenant.schema).await?;
+        let tx = TenantTx::begin(&self.state.tenant_pool, &tenant.schema).await?;
         Ok(tx.at_version(tenant.migration_version).holding(turn))
     }
 
@@ -158,7 +158,7 @@ impl RequestCtx {
     pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
         let tenant = self.member_tenant().await?;
         let turn = self.connection_turn().await?;
-        let tx = TenantTx::begin_single(&self.state.pool, &tenant.schema).await?;
+        let tx = TenantTx::begin_single(&self.state.tenant_pool, &tenant.schema).await?;
         Ok(tx.at_version(tenant.migration_version).holding(turn))
     }
 

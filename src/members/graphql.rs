@@ -166,7 +166,7 @@ impl MemberMutation {
             .ok_or(AppError::from(AcceptError::Unknown))?;
         access.tenant.check_open(Utc::now())?;
         // Not a member yet, so not through `RequestCtx::tenant_tx`: the invitation grants this one.
-        let mut tx = TenantTx::begin(&state.pool, &access.tenant.schema).await?;
+        let mut tx = TenantTx::begin(&state.tenant_pool, &access.tenant.schema).await?;
         invitations::accept(&mut tx, &invitation, user_id).await?;
         tx.commit().await?;
         state.members.forget(invitation.tenant_id, user_id).await;

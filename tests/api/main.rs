@@ -26,6 +26,7 @@ mod members;
 mod migration_locks;
 mod migrations;
 mod observability;
+mod pgbouncer;
 mod plans;
 mod playground;
 mod process;
