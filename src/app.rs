@@ -25,6 +25,7 @@ async fn maintain(state: AppState) {
             Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
         }
         state.sign_in_throttle.prune();
+        crate::usage::prune(&state).await;
     }
 }
 
@@ -48,9 +49,13 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
             }
         }
         notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
-            Some((Ok(tenant), Ok(user))) => state.members.forget(tenant, user).await,
+            Some((Ok(tenant), Ok(user))) => {
+                state.members.forget(tenant, user).await;
+                state.usage.gauges.members_changed(tenant).await;
+            }
             _ => state.members.clear(),
         },
+        notify::USAGE => state.usage.on_notice(&payload),
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
         _ => {}
     }
@@ -145,8 +150,21 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
         let upkeep = tokio::spawn(maintain(self.state.clone()));
+        let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
+        let state = self.state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Open websockets would hold the graceful shutdown open: ask them to close.
+            state.usage.live.shut_down();
+        };
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         upkeep.abort();
+        flusher.abort();
+        // Every request that got a response has been counted: write the counts before exiting.
+        match self.state.usage.flush_all(&self.state.pool).await {
+            Ok(()) => tracing::info!("usage flushed"),
+            Err(err) => tracing::error!(error = ?err, "usage could not be flushed before exit; counts lost"),
+        }
         self.bus.abort();
         self.state.pool.close();
         self.database.close().await?;

@@ -77,6 +77,10 @@ pub struct Config {
     /// Maximum pooled database connections per process.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
+
+    /// How often (milliseconds) in-memory usage counts are written to the database.
+    #[arg(long, env = "USAGE_FLUSH_MS", default_value_t = 1000, global = true)]
+    pub usage_flush_ms: u64,
 }
 
 impl Config {
@@ -96,6 +100,7 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            usage_flush_ms: 100,
             data_dir,
         }
     }

@@ -19,3 +19,4 @@ pub mod projects;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod usage;

@@ -18,6 +18,7 @@ use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
 use crate::tenancy::resolve::TenantCache;
+use crate::usage::Usage;
 
 /// Shared, cheaply cloned application state.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
+    /// Request counts, quotas, rate limits, gauges and live usage.
+    pub usage: Usage,
 }
 
 impl Deref for AppState {
@@ -73,6 +76,7 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
+            usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
         })))
     }
 }

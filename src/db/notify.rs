@@ -21,7 +21,9 @@ pub const TENANT_CHANGED: &str = "tenant_changed";
 pub const MEMBER_CHANGED: &str = "member_changed";
 /// Payload: the key's prefix. An API key was revoked.
 pub const API_KEY_CHANGED: &str = "api_key_changed";
-const CHANNELS: [&str; 3] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED];
+/// Payload: cluster usage totals after a flush (see `usage::live::encode`).
+pub const USAGE: &str = "usage";
+const CHANNELS: [&str; 4] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, USAGE];
 
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ pub mod documents;
 pub mod guards;
 pub mod scalars;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
 use crate::audit::graphql::AuditQuery;
@@ -15,8 +15,9 @@ use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
+use crate::usage::graphql::{UsageQuery, UsageSubscription};
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
@@ -28,14 +29,18 @@ pub struct QueryRoot(
     ApiKeyQuery,
     AuditQuery,
     ProjectQuery,
+    UsageQuery,
 );
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(AuthMutation, TenantMutation, MemberMutation, ApiKeyMutation, ProjectMutation);
 
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(UsageSubscription);
+
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .limit_depth(16)
         .limit_complexity(2_000)
         .finish()

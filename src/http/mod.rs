@@ -1,6 +1,7 @@
 //! The HTTP surface: routes and middleware.
 
 mod graphql;
+mod ws;
 
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ pub fn router(app: AppState) -> Router {
     });
     Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
+        .route("/graphql/ws", get(ws::handler))
         .route("/api/health", get(health::api_health))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
