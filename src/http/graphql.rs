@@ -60,7 +60,7 @@ pub async fn handler(
     // Requests a tenant answers for (its members' and its API keys') are counted and limited;
     // anyone else's fail in the resolvers without touching the tenant's quota.
     let metered = match tenant {
-        Some(access) if ctx.role().await.is_ok() => Some(access),
+        Some(access) if state.usage.metering() && ctx.role().await.is_ok() => Some(access),
         _ => None,
     };
     let mut limits = None;

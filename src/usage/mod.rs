@@ -8,6 +8,7 @@ pub mod live;
 pub mod meter;
 pub mod repo;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -73,6 +74,8 @@ pub struct Usage {
     pub gauges: Gauges,
     pub live: LiveHub,
     pub flush_every: Duration,
+    /// Off only to measure what metering costs (benchmarks); requests then pass uncounted.
+    metering: AtomicBool,
 }
 
 impl Usage {
@@ -83,7 +86,18 @@ impl Usage {
             gauges: Gauges::default(),
             live: LiveHub::default(),
             flush_every,
+            metering: AtomicBool::new(true),
         }
+    }
+
+    /// Whether requests are counted and limited (always, except in the on/off benchmark).
+    pub fn metering(&self) -> bool {
+        self.metering.load(Ordering::Relaxed)
+    }
+
+    /// Turns counting and limiting off or on (benchmarks compare the two in one run).
+    pub fn set_metering(&self, on: bool) {
+        self.metering.store(on, Ordering::Relaxed);
     }
 
     /// Admits and counts one request of a tenant: the per-second bucket first (skipped with
