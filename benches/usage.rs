@@ -20,6 +20,7 @@ use tenantry::tenancy::model::{Subdomain, TenantName};
 use tenantry::tenancy::provision::{NewTenant, provision_with_id};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use uuid::Uuid;
 
 const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
@@ -200,7 +201,10 @@ async fn fanout() -> anyhow::Result<()> {
             async move {
                 let mut request = format!("ws://127.0.0.1:{port}/graphql/ws").into_client_request().unwrap();
                 request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
-                let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+                let config = WebSocketConfig::default().read_buffer_size(4096);
+                let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                    .await
+                    .expect("connect");
                 let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}"), "tenant": tenant } });
                 ws.send(Message::text(init.to_string())).await.unwrap();
                 let _ack = ws.next().await;

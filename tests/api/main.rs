@@ -12,6 +12,7 @@ mod live;
 mod load;
 mod mail;
 mod members;
+mod metering;
 mod migrations;
 mod plans;
 mod schema;
