@@ -2,9 +2,14 @@
 # Runs every benchmark in docs/BENCHMARKS.md against the local PostgreSQL and prints the tables.
 # Traffic goes to 127.0.0.1 only. Takes a few minutes on 2 cores (plus set-up on a first run).
 #
-#   scripts/bench.sh                    # B1–B5 at 1,000 tenants, then 10,000-tenant operations
+# The benches are cargo bench targets in benches/ (not part of the tenantry binary); each one
+# refuses a database that holds tenants it did not create.
+#
+#   scripts/bench.sh                    # B1–B5 at 1,000 tenants, cache, 10,000-tenant operations,
+#                                       # instructions per request (callgrind)
 #   TENANTS=200 DURATION=5 scripts/bench.sh read
 #   SCALE_TENANTS=2000 scripts/bench.sh scale
+#   scripts/bench.sh cache | scripts/bench.sh instructions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +18,19 @@ TENANTS=${TENANTS:-1000}
 DURATION=${DURATION:-10}
 SCALE_TENANTS=${SCALE_TENANTS:-10000}
 JOBS=${JOBS:-8}
+INSTR_TENANTS=${INSTR_TENANTS:-100}
+INSTR_REQUESTS=${INSTR_REQUESTS:-500}
 what=${1:-all}
 
 command -v pgbench >/dev/null || { echo "pgbench is missing: apt-get install postgresql-client" >&2; exit 1; }
-cargo build --release --quiet
-bin=${CARGO_TARGET_DIR:-target}/release/tenantry
+if { [ "$what" = all ] || [ "$what" = instructions ]; } && ! command -v valgrind >/dev/null; then
+  echo "installing valgrind (for callgrind)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+fi
+# Builds tenantry and every bench target with the release profile.
+cargo bench --quiet --no-run
+# `cargo bench --bench NAME -- ARGS` runs one bench target with ARGS.
+bench() { local name=$1; shift; cargo bench --quiet --bench "$name" -- "$@"; }
 
 machine() {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD)"
@@ -39,21 +52,27 @@ quiet_postgres() {
 }
 
 machine
-export RUST_LOG=${RUST_LOG:-warn} LOG_FORMAT=json
+export RUST_LOG=${RUST_LOG:-warn}
 if [ "$what" = all ] || [ "$what" = read ]; then
   ensure_db tenantry_bench
   quiet_postgres
-  echo "\$ DATABASE_URL=$PGURL/tenantry_bench $bin bench read --tenants $TENANTS --duration $DURATION"
-  DATABASE_URL=$PGURL/tenantry_bench "$bin" bench read --tenants "$TENANTS" --duration "$DURATION"
+  echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench read -- --tenants $TENANTS --duration $DURATION"
+  DATABASE_URL=$PGURL/tenantry_bench bench read --tenants "$TENANTS" --duration "$DURATION"
 fi
 if [ "$what" = all ] || [ "$what" = cache ]; then
   ensure_db tenantry_cache
-  echo "\$ DATABASE_URL=$PGURL/tenantry_cache $bin bench cache"
-  DATABASE_URL=$PGURL/tenantry_cache "$bin" bench cache
+  echo "\$ DATABASE_URL=$PGURL/tenantry_cache cargo bench --bench cache"
+  DATABASE_URL=$PGURL/tenantry_cache bench cache ${CACHE_HITS:+--hits "$CACHE_HITS"}
 fi
 if [ "$what" = all ] || [ "$what" = scale ]; then
   # Provisioning is what is measured, so this one starts empty every time.
   psql "$PGURL/postgres" -qc "drop database if exists tenantry_scale with (force)" -c "create database tenantry_scale"
-  echo "\$ DATABASE_URL=$PGURL/tenantry_scale $bin bench scale --tenants $SCALE_TENANTS --jobs $JOBS"
-  DATABASE_URL=$PGURL/tenantry_scale "$bin" bench scale --tenants "$SCALE_TENANTS" --jobs "$JOBS"
+  echo "\$ DATABASE_URL=$PGURL/tenantry_scale cargo bench --bench scale -- --tenants $SCALE_TENANTS --jobs $JOBS"
+  DATABASE_URL=$PGURL/tenantry_scale bench scale --tenants "$SCALE_TENANTS" --jobs "$JOBS"
+fi
+if [ "$what" = all ] || [ "$what" = instructions ]; then
+  # Shares the read bench's database and tenants (the first INSTR_TENANTS of them).
+  ensure_db tenantry_bench
+  echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench instructions -- --tenants $INSTR_TENANTS --requests $INSTR_REQUESTS"
+  DATABASE_URL=$PGURL/tenantry_bench bench instructions --tenants "$INSTR_TENANTS" --requests "$INSTR_REQUESTS"
 fi

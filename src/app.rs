@@ -11,8 +11,23 @@ use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
+use crate::error::AppError;
 use crate::plans::PlanCatalog;
 pub use crate::state::AppState;
+
+/// How often `serve` counts tenants that lag behind its migrations.
+const LAG_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps the count of lagging tenants fresh (`/readyz`, gauge `tenants_migration_lagging`).
+async fn watch_migration_lag(state: AppState) {
+    let mut every = tokio::time::interval(LAG_EVERY);
+    loop {
+        every.tick().await;
+        if let Err(err) = state.migration_lag.refresh(&state.pool).await {
+            tracing::warn!(error = ?err, "counting tenants behind the migrations failed");
+        }
+    }
+}
 
 /// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
 async fn maintain(state: AppState) {
@@ -33,6 +48,8 @@ async fn maintain(state: AppState) {
 /// (notifications may have been missed while disconnected).
 async fn on_bus_event(state: &AppState, event: BusEvent) {
     let BusEvent::Notice { channel, payload } = event else {
+        // A missed `tenant_migrated` could leave stale statements: drop them too.
+        state.pool.manager().statement_caches.clear();
         state.tenants.clear();
         state.access.clear();
         state.members.clear();
@@ -57,6 +74,15 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
         },
         notify::USAGE => state.usage.on_notice(&payload),
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
+        notify::TENANT_MIGRATED => {
+            // Statements are cached per connection and schema; the caches cannot be searched
+            // by schema, so all go (each is prepared again on its next use).
+            state.pool.manager().statement_caches.clear();
+            match payload.parse() {
+                Ok(id) => state.access.invalidate(id).await,
+                Err(_) => state.access.clear(),
+            }
+        }
         _ => {}
     }
 }
@@ -118,6 +144,14 @@ impl Application {
         check_reachable(&pool).await?;
         migrate_control(&pool).await?;
         let state = AppState::new(pool, &config, plans, MigrationSet::tenant())?;
+        let lagging = state.migration_lag.refresh(&state.pool).await.map_err(AppError::into_anyhow)?;
+        if lagging > 0 {
+            tracing::warn!(
+                tenants.lagging = lagging,
+                migration.version = state.migration_lag.target(),
+                "tenants lag behind this build's migrations; run `tenantry migrate`"
+            );
+        }
         let pg_config: tokio_postgres::Config = database.url.parse()?;
         let bus = notify::spawn_listener(pg_config, {
             let state = state.clone();
@@ -150,6 +184,7 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router(self.state.clone());
         let upkeep = tokio::spawn(maintain(self.state.clone()));
+        let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
         let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
         let state = self.state.clone();
         let shutdown = async move {
@@ -159,6 +194,7 @@ impl Application {
         };
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         upkeep.abort();
+        lag.abort();
         flusher.abort();
         // Every request that got a response has been counted: write the counts before exiting.
         match self.state.usage.flush_all(&self.state.pool).await {

@@ -81,6 +81,36 @@ pub struct Config {
     /// How often (milliseconds) in-memory usage counts are written to the database.
     #[arg(long, env = "USAGE_FLUSH_MS", default_value_t = 1000, global = true)]
     pub usage_flush_ms: u64,
+
+    /// Serve the GraphiQL playground at /playground. Unset: on in development, off in production.
+    #[arg(long, env = "PLAYGROUND", global = true)]
+    pub playground: Option<bool>,
+    /// Pooled connections one request may hold at once; its other resolvers wait their turn.
+    #[arg(long, env = "DB_CONNECTIONS_PER_REQUEST", default_value_t = 2, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub db_connections_per_request: u32,
+
+    /// Seconds a tenant lookup (host, subdomain, plan, status) is cached. Changes notify every
+    /// replica at once; the TTL only bounds staleness after a lost notification.
+    #[arg(long, env = "TENANT_CACHE_TTL_SECS", default_value_t = 60, global = true)]
+    pub tenant_cache_ttl_secs: u64,
+
+    /// Seconds a (tenant, user) role is cached; membership changes notify every replica.
+    #[arg(long, env = "MEMBER_CACHE_TTL_SECS", default_value_t = 30, global = true)]
+    pub member_cache_ttl_secs: u64,
+
+    /// Seconds an API key lookup is cached; revocations notify every replica.
+    #[arg(long, env = "API_KEY_CACHE_TTL_SECS", default_value_t = 60, global = true)]
+    pub api_key_cache_ttl_secs: u64,
+
+    /// How long a tenant migration waits for a table lock before it gives up and retries, so
+    /// requests never queue behind a blocked `ALTER` for longer than this.
+    #[arg(long, env = "MIGRATION_LOCK_TIMEOUT_MS", default_value_t = 1_000, global = true)]
+    pub migration_lock_timeout_ms: u64,
+
+    /// Attempts per tenant when a migration's lock times out (with backoff between them).
+    #[arg(long, env = "MIGRATION_LOCK_RETRIES", default_value_t = 10, global = true)]
+    pub migration_lock_retries: usize,
 }
 
 impl Config {
@@ -101,8 +131,20 @@ impl Config {
             plans_file: None,
             db_pool_size: 16,
             usage_flush_ms: 100,
+            playground: None,
+            db_connections_per_request: 2,
+            tenant_cache_ttl_secs: 60,
+            member_cache_ttl_secs: 30,
+            api_key_cache_ttl_secs: 60,
+            migration_lock_timeout_ms: 1_000,
+            migration_lock_retries: 10,
             data_dir,
         }
+    }
+
+    /// Whether `/playground` is served: as configured, else only outside production.
+    pub fn playground_enabled(&self) -> bool {
+        self.playground.unwrap_or(self.app_env == AppEnv::Development)
     }
 
     /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.
@@ -165,6 +207,16 @@ mod tests {
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_playground_is_off_in_production_unless_enabled() {
+        let mut config = Config::for_tests(None, std::env::temp_dir());
+        assert!(config.playground_enabled(), "on in development");
+        config.app_env = AppEnv::Production;
+        assert!(!config.playground_enabled(), "off in production by default");
+        config.playground = Some(true);
+        assert!(config.playground_enabled(), "on in production when enabled");
     }
 
     #[test]

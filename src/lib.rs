@@ -4,7 +4,6 @@ pub mod api_keys;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

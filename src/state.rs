@@ -14,6 +14,7 @@ use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::db::migrate::MigrationSet;
+use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
@@ -34,6 +35,10 @@ pub struct Inner {
     pub members: MemberCache,
     pub api_keys: ApiKeyCache,
     pub tenant_migrations: MigrationSet,
+    /// Tenants behind `tenant_migrations`, counted periodically by `serve`.
+    pub migration_lag: MigrationLag,
+    /// Pooled connections one request may hold at once (`DB_CONNECTIONS_PER_REQUEST`).
+    pub connections_per_request: usize,
     pub mailer: Mailer,
     /// Base URL for mailed links.
     pub public_url: String,
@@ -44,6 +49,8 @@ pub struct Inner {
     pub started_at: Instant,
     /// Request counts, quotas, rate limits, gauges and live usage.
     pub usage: Usage,
+    /// Whether `/playground` is served.
+    pub playground: bool,
 }
 
 impl Deref for AppState {
@@ -64,11 +71,13 @@ impl AppState {
             pool,
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
-            tenants: TenantCache::new(Duration::from_secs(60)),
-            access: AccessCache::new(Duration::from_secs(60)),
+            tenants: TenantCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
+            access: AccessCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
             plans,
-            members: MemberCache::new(Duration::from_secs(30)),
-            api_keys: ApiKeyCache::new(Duration::from_secs(60)),
+            members: MemberCache::new(Duration::from_secs(config.member_cache_ttl_secs)),
+            api_keys: ApiKeyCache::new(Duration::from_secs(config.api_key_cache_ttl_secs)),
+            migration_lag: MigrationLag::new(tenant_migrations.latest_version()),
+            connections_per_request: config.db_connections_per_request as usize,
             tenant_migrations,
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -77,6 +86,7 @@ impl AppState {
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
             usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
+            playground: config.playground_enabled(),
         })))
     }
 }

@@ -52,8 +52,8 @@ impl ApiKeyQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
     async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKeyObject>> {
         let rc = ctx.data::<RequestCtx>()?;
-        let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let keys = repo::list(&client, rc.tenant()?.tenant.id).await?;
+        let client = rc.connection().await?;
+        let keys = repo::list(&*client, rc.tenant()?.tenant.id).await?;
         Ok(keys.into_iter().map(Into::into).collect())
     }
 }

@@ -65,6 +65,8 @@ pub async fn create(
         repo::insert(tx, tenant_id, name, role, &prefix, &hash_secret(&secret), actor.user_id()).await?;
     let details = serde_json::json!({ "name": name, "role": role.as_db(), "prefix": prefix });
     audit::record(tx, actor, "api_key.created", "api_key", &key.id.to_string(), details).await?;
+    // A lookup of this prefix may have been cached as unknown on some replica.
+    publish_in(tx, API_KEY_CHANGED, &prefix).await?;
     Ok((format!("tk_{prefix}_{secret}"), key))
 }
 

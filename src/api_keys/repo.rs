@@ -22,17 +22,17 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    fn from_row(row: &Row) -> Self {
-        Self {
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        Ok(Self {
             id: row.get("id"),
             name: row.get("name"),
-            role: Role::from_db(row.get("role")).unwrap_or(Role::Viewer),
+            role: Role::from_db(row.get("role"))?,
             prefix: row.get("prefix"),
             created_by: row.get("created_by"),
             created_at: row.get("created_at"),
             last_used_at: row.get("last_used_at"),
             revoked_at: row.get("revoked_at"),
-        }
+        })
     }
 }
 
@@ -58,29 +58,30 @@ pub async fn insert(
     let row = tx
         .query_one(
             "insert into control.api_keys (id, tenant_id, name, role, prefix, secret_hash, created_by)
-             values ($1, $2, $3, $4, $5, $6, $7) returning *",
+             values ($1, $2, $3, $4, $5, $6, $7) returning id, name, role, prefix, created_by, created_at, last_used_at, revoked_at",
             &[&Uuid::new_v4(), &tenant_id, &name, &role.as_db(), &prefix, &secret_hash, &created_by],
         )
         .await?;
-    Ok(ApiKey::from_row(&row))
+    ApiKey::from_row(&row)
 }
 
 pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<ApiKey>, AppError> {
     let rows = db
-        .query("select * from control.api_keys where tenant_id = $1 order by created_at", &[&tenant_id])
+        .query("select id, name, role, prefix, created_by, created_at, last_used_at, revoked_at from control.api_keys
+             where tenant_id = $1 order by created_at", &[&tenant_id])
         .await?;
-    Ok(rows.iter().map(ApiKey::from_row).collect())
+    rows.iter().map(ApiKey::from_row).collect()
 }
 
 pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, id: Uuid) -> Result<Option<ApiKey>, AppError> {
     let row = tx
         .query_opt(
             "update control.api_keys set revoked_at = now()
-             where id = $1 and tenant_id = $2 and revoked_at is null returning *",
+             where id = $1 and tenant_id = $2 and revoked_at is null returning id, name, role, prefix, created_by, created_at, last_used_at, revoked_at",
             &[&id, &tenant_id],
         )
         .await?;
-    Ok(row.as_ref().map(ApiKey::from_row))
+    row.as_ref().map(ApiKey::from_row).transpose()
 }
 
 pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Option<StoredKey>, AppError> {
@@ -90,13 +91,16 @@ pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Opt
             &[&prefix],
         )
         .await?;
-    Ok(row.map(|r| StoredKey {
-        id: r.get(0),
-        tenant_id: r.get(1),
-        role: Role::from_db(r.get(2)).unwrap_or(Role::Viewer),
-        secret_hash: r.get(3),
-        revoked: r.get(4),
-    }))
+    row.map(|r| {
+        Ok(StoredKey {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            role: Role::from_db(r.get(2))?,
+            secret_hash: r.get(3),
+            revoked: r.get(4),
+        })
+    })
+    .transpose()
 }
 
 pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), AppError> {

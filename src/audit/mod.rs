@@ -71,7 +71,8 @@ pub struct Entry {
 pub async fn page(tx: &mut TenantTx, first: i64, before: Option<i64>) -> Result<Vec<Entry>, AppError> {
     let rows = tx
         .query(
-            "select * from audit_log where $2::bigint is null or id < $2 order by id desc limit $1",
+            "select id, actor_id, actor_kind, action, target_type, target_id, details, created_at
+             from audit_log where $2::bigint is null or id < $2 order by id desc limit $1",
             &[&first, &before],
         )
         .await?;

@@ -56,8 +56,8 @@ impl AuthQuery {
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<UserObject> {
         let rc = ctx.data::<RequestCtx>()?;
         let user_id = rc.user_id()?;
-        let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let user = repo::require(&client, user_id).await?;
+        let client = rc.connection().await?;
+        let user = repo::require(&*client, user_id).await?;
         Ok(user.into())
     }
 }

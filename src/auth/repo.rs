@@ -38,7 +38,7 @@ pub async fn insert(
     let row = db
         .query_one(
             "insert into control.users (id, email, name, password_hash) values ($1, $2, $3, $4)
-             returning *",
+             returning id, email, name, email_verified_at, created_at",
             &[&Uuid::new_v4(), &email.as_str(), &name, &password_hash],
         )
         .await
@@ -57,7 +57,7 @@ pub async fn find_credentials(
     db: &impl GenericClient,
     email: &EmailAddress,
 ) -> Result<Option<(User, String)>, AppError> {
-    let row = db.query_opt("select * from control.users where email = $1", &[&email.as_str()]).await?;
+    let row = db.query_opt("select id, email, name, email_verified_at, created_at, password_hash from control.users where email = $1", &[&email.as_str()]).await?;
     Ok(row.map(|row| (User::from_row(&row), row.get("password_hash"))))
 }
 
@@ -67,7 +67,12 @@ pub async fn require(db: &impl GenericClient, id: Uuid) -> Result<User, AppError
 }
 
 pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, AppError> {
-    let row = db.query_opt("select * from control.users where id = $1", &[&id]).await?;
+    let row = db
+        .query_opt(
+            "select id, email, name, email_verified_at, created_at from control.users where id = $1",
+            &[&id],
+        )
+        .await?;
     Ok(row.as_ref().map(User::from_row))
 }
 

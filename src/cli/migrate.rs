@@ -7,7 +7,11 @@ use deadpool_postgres::Pool;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
-use crate::db::migrate::{MigrateReport, MigrationSet, migrate_tenants};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::migrate::{LockPolicy, MigrateReport, MigrationSet, migrate_tenants_locking};
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -17,17 +21,35 @@ pub struct MigrateArgs {
     /// Print the summary as JSON (for scripts); no progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Tenant migrations from this directory instead of the ones built in. It must start with
+    /// the built-in ones unchanged (a product adds its migrations after them).
+    #[arg(long, env = "TENANT_MIGRATIONS_DIR")]
+    pub migrations_dir: Option<PathBuf>,
 }
 
-pub async fn run(pool: Pool, args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    migrate_and_report(&pool, usize::from(args.jobs), None, args.json).await
+pub async fn run(pool: Pool, config: &Config, args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let set = match &args.migrations_dir {
+        Some(dir) => MigrationSet::tenant_from_dir(dir)?,
+        None => MigrationSet::tenant(),
+    };
+    migrate_and_report(&pool, &set, usize::from(args.jobs), None, lock_policy(config), args.json).await
+}
+
+/// The lock policy the configuration asks for (`MIGRATION_LOCK_TIMEOUT_MS`, `MIGRATION_LOCK_RETRIES`).
+pub fn lock_policy(config: &Config) -> LockPolicy {
+    LockPolicy {
+        timeout: Duration::from_millis(config.migration_lock_timeout_ms),
+        attempts: config.migration_lock_retries.max(1),
+    }
 }
 
 /// Runs tenant migrations (all, or one tenant), printing progress and the summary.
 pub async fn migrate_and_report(
     pool: &Pool,
+    set: &MigrationSet,
     jobs: usize,
     only: Option<Uuid>,
+    lock: LockPolicy,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::with_draw_target(
@@ -38,8 +60,9 @@ pub async fn migrate_and_report(
         ProgressStyle::with_template("{spinner} migrating tenants {bar:30} {pos}/{len} {elapsed} eta {eta}")
             .expect("valid template"),
     );
-    let set = MigrationSet::tenant();
-    let report = migrate_tenants(pool, &set, jobs, only, |n| bar.set_length(n as u64), || bar.inc(1)).await?;
+    let report =
+        migrate_tenants_locking(pool, set, jobs, only, lock, |n| bar.set_length(n as u64), || bar.inc(1))
+            .await?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`, `bench …`.
+//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
+//! Benchmarks are not part of the product: they live in `benches/` (see docs/BENCHMARKS.md).
 
 mod migrate;
 mod tenants;
@@ -38,9 +39,6 @@ pub enum Command {
     Tenants(tenants::TenantsCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
-    /// Benchmarks: the read path against its baselines, and 10,000-tenant operations.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -54,13 +52,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            with_database(&cli.config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, args)).await
+            let config = &cli.config;
+            with_database(config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, config, args))
+                .await
         }
-        Command::Bench(cmd) => crate::bench::run(cli.config, cmd).await,
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;
             let grace = cli.config.tenant_purge_after_days;
-            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, cmd)).await
+            let lock = migrate::lock_policy(&cli.config);
+            with_database(&cli.config, 4, |pool, url| tenants::run(pool, url, catalog, grace, lock, cmd))
+                .await
         }
     }
 }

@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::audit::Actor;
 use crate::db::TenantTx;
-use crate::db::migrate::MigrationSet;
+use crate::db::migrate::{LockPolicy, MigrationSet};
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog};
 use crate::tenancy::export::{self, ImportAs};
@@ -69,6 +69,7 @@ pub async fn run(
     url: String,
     catalog: PlanCatalog,
     purge_after_days: u32,
+    lock: LockPolicy,
     cmd: TenantsCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -123,7 +124,15 @@ pub async fn run(
         }
         TenantsCommand::Migrate { subdomain, json } => {
             let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(AppError::into_anyhow)?;
-            return super::migrate::migrate_and_report(&pool, 1, Some(tenant.id), json).await;
+            return super::migrate::migrate_and_report(
+                &pool,
+                &MigrationSet::tenant(),
+                1,
+                Some(tenant.id),
+                lock,
+                json,
+            )
+            .await;
         }
         TenantsCommand::Delete { subdomain, purge, yes } => {
             if !yes {

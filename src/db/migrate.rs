@@ -15,6 +15,10 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::SchemaName;
+use super::notify;
+use super::script::run_script;
+use crate::error::AppError;
+use backon::{ExponentialBuilder, Retryable};
 
 mod embedded_control {
     refinery::embed_migrations!("migrations/control");
@@ -46,6 +50,32 @@ impl MigrationSet {
         Self { migrations: embedded_tenant::migrations::runner().get_migrations().clone() }
     }
 
+    /// The tenant migrations in `dir` (`V<n>__<name>.sql`), for operators whose product adds
+    /// its own. The directory must hold this build's embedded tenant migrations unchanged, as
+    /// its lowest versions: it can add to them, never replace or skip one.
+    pub fn tenant_from_dir(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut migrations = refinery::load_sql_migrations(dir)
+            .with_context(|| format!("reading tenant migrations from {}", dir.display()))?;
+        migrations.sort();
+        let embedded = Self::tenant();
+        for (i, shipped) in embedded.migrations.iter().enumerate() {
+            let found = migrations.get(i);
+            if found.is_none_or(|m| {
+                m.version() != shipped.version()
+                    || m.name() != shipped.name()
+                    || m.checksum() != shipped.checksum()
+            }) {
+                anyhow::bail!(
+                    "{} must start with this build's tenant migrations unchanged; V{}__{} is missing or differs",
+                    dir.display(),
+                    shipped.version(),
+                    shipped.name()
+                );
+            }
+        }
+        Ok(Self { migrations })
+    }
+
     /// Adds a migration given as refinery names it (`V2__add_column`) and its SQL.
     pub fn with(mut self, name: &str, sql: &str) -> anyhow::Result<Self> {
         self.migrations.push(Migration::unapplied(name, sql)?);
@@ -71,13 +101,24 @@ pub async fn migrate_control(pool: &Pool) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("select pg_advisory_xact_lock($1)", &[&CONTROL_LOCK]).await?;
-    tx.batch_execute("create schema if not exists control").await?;
+    create_control_schema(&tx).await?;
     let applied =
         MigrationSet::control().apply(&tx, CONTROL_HISTORY).await.context("applying control migrations")?;
     tx.commit().await?;
     if applied > 0 {
         tracing::info!(migrations.applied = applied, "control schema migrated");
     }
+    Ok(())
+}
+
+/// Creates `control` unless it exists. Under Citus it is a plain schema on the coordinator, never
+/// a distributed one (docs/SCALING.md says why): sharding is off for the whole control-migration
+/// transaction, so the schema and every control table stay local.
+async fn create_control_schema(tx: &Transaction<'_>) -> anyhow::Result<()> {
+    if super::citus::installed(tx).await? {
+        super::citus::keep_schemas_local(tx).await?;
+    }
+    tx.execute_typed("create schema if not exists control", &[]).await?;
     Ok(())
 }
 
@@ -107,6 +148,23 @@ pub async fn lock_schema(tx: &Transaction<'_>, schema: &SchemaName) -> Result<()
     Ok(())
 }
 
+/// How a tenant migration takes its table locks while the fleet serves.
+///
+/// An `ALTER TABLE` waiting for its lock (behind one long request) blocks every request that
+/// comes after it. With `lock_timeout` the migration gives up after `timeout` instead, rolls
+/// back, and tries again after a backoff, up to `attempts` times; requests meanwhile proceed.
+#[derive(Debug, Clone, Copy)]
+pub struct LockPolicy {
+    pub timeout: std::time::Duration,
+    pub attempts: usize,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        Self { timeout: std::time::Duration::from_secs(1), attempts: 10 }
+    }
+}
+
 /// What one `migrate` run did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct MigrateReport {
@@ -130,6 +188,19 @@ pub async fn migrate_tenants(
     set: &MigrationSet,
     jobs: usize,
     only: Option<Uuid>,
+    on_pending: impl FnOnce(usize),
+    on_done: impl Fn() + Sync,
+) -> anyhow::Result<MigrateReport> {
+    migrate_tenants_locking(pool, set, jobs, only, LockPolicy::default(), on_pending, on_done).await
+}
+
+/// `migrate_tenants` with an explicit lock policy.
+pub async fn migrate_tenants_locking(
+    pool: &Pool,
+    set: &MigrationSet,
+    jobs: usize,
+    only: Option<Uuid>,
+    lock: LockPolicy,
     on_pending: impl FnOnce(usize),
     on_done: impl Fn() + Sync,
 ) -> anyhow::Result<MigrateReport> {
@@ -157,7 +228,7 @@ pub async fn migrate_tenants(
         .map(|row| async move {
             let id: Uuid = row.get(0);
             let subdomain: String = row.get(1);
-            let result = migrate_one(pool, id, row.get(2), set).await;
+            let result = migrate_one(pool, id, row.get(2), set, lock).await;
             (id, subdomain, result)
         })
         .buffer_unordered(jobs.max(1))
@@ -178,29 +249,97 @@ pub async fn migrate_tenants(
     Ok(report)
 }
 
-async fn migrate_one(pool: &Pool, id: Uuid, schema: String, set: &MigrationSet) -> anyhow::Result<usize> {
+/// Migrates one tenant, retrying (with backoff) when a table lock was not granted in time.
+async fn migrate_one(
+    pool: &Pool,
+    id: Uuid,
+    schema: String,
+    set: &MigrationSet,
+    lock: LockPolicy,
+) -> anyhow::Result<usize> {
     let schema = SchemaName::parse(&schema)?;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_jitter()
+        .with_max_times(lock.attempts.saturating_sub(1));
+    (|| migrate_once(pool, id, &schema, set, lock.timeout))
+        .retry(backoff)
+        .when(is_lock_timeout)
+        .notify(|_, delay| {
+            tracing::info!(tenant.id = %id, retry_in_ms = delay.as_millis() as u64, "tenant migration: lock not granted in time; retrying");
+        })
+        .await
+}
+
+/// One attempt: the migrations, the recorded version and a `tenant_migrated` notification
+/// commit together, so replicas drop statements prepared against the old tables.
+async fn migrate_once(
+    pool: &Pool,
+    id: Uuid,
+    schema: &SchemaName,
+    set: &MigrationSet,
+    lock_timeout: std::time::Duration,
+) -> anyhow::Result<usize> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let applied = migrate_tenant_in_tx(&tx, id, &schema, set).await?;
+    // Waiting for another migrator is fine; only table locks, which requests queue behind, are bounded.
+    lock_schema(&tx, schema).await?;
+    let timeout = format!("{}ms", lock_timeout.as_millis().max(1));
+    tx.execute("select set_config('lock_timeout', $1, true)", &[&timeout]).await?;
+    let applied = migrate_tenant_in_tx(&tx, id, schema, set).await?;
+    if applied > 0 {
+        notify::publish(&tx, notify::TENANT_MIGRATED, &id.to_string())
+            .await
+            .map_err(AppError::into_anyhow)?;
+    }
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Whether a migration failed because a lock was not granted within `lock_timeout` (55P03).
+/// The code is found on the driver's error or, below refinery's wrapping, on the server's.
+fn is_lock_timeout(err: &anyhow::Error) -> bool {
+    let lock_not_available =
+        |code: &tokio_postgres::error::SqlState| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE;
+    err.chain().any(|cause| {
+        let driver = cause.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code);
+        let server = cause.downcast_ref::<tokio_postgres::error::DbError>().map(|db| db.code());
+        driver.or(server).is_some_and(lock_not_available)
+    })
+}
+
+/// An error from a migration statement, as refinery's executor traits need it. It shows the
+/// statement's error and keeps its causes in the chain (so the SQLSTATE stays reachable).
+#[derive(Debug)]
+pub struct MigrationError(anyhow::Error);
+
+impl std::fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for MigrationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Refinery's executor traits over a transaction we own: statements run in it, nothing commits.
 struct InTx<'a>(&'a Transaction<'a>);
 
 impl AsyncTransaction for InTx<'_> {
-    type Error = tokio_postgres::Error;
+    type Error = MigrationError;
 
     async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &'a mut self,
         queries: T,
     ) -> Result<usize, Self::Error> {
+        // Each migration file is split into its statements, each sent on its own (see `script`).
         let mut count = 0;
         for query in queries {
-            self.0.batch_execute(query).await?;
-            count += 1;
+            count += run_script(self.0, query).await.map_err(MigrationError)?;
         }
         Ok(count)
     }
@@ -208,7 +347,7 @@ impl AsyncTransaction for InTx<'_> {
 
 impl AsyncQuery<Vec<Migration>> for InTx<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
-        let rows = self.0.query(query, &[]).await?;
+        let rows = self.0.query(query, &[]).await.map_err(|err| MigrationError(err.into()))?;
         Ok(rows
             .iter()
             .map(|row| {

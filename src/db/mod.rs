@@ -1,11 +1,14 @@
 //! Database plumbing: the pool, tenant scoping, embedded Postgres, migrations, notifications.
 
+pub mod citus;
 pub mod embedded;
 pub mod migrate;
+pub mod migration_lag;
 pub mod notify;
 pub mod pg_bin;
 mod pool;
 mod schema_name;
+pub mod script;
 mod tenant_tx;
 
 pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};

@@ -4,7 +4,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
-/// A validated PostgreSQL schema name (`^[a-z0-9_]{1,63}$`), always emitted quoted.
+/// A tenant schema name, `t_` and 32 lowercase hex digits (the tenant id), always emitted quoted.
+/// Nothing else parses: not `control`, not `public`, not a name a file or a request made up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SchemaName(String);
 
@@ -14,10 +15,10 @@ impl SchemaName {
         Self(format!("t_{}", id.simple()))
     }
 
-    /// Accepts a stored name, refusing anything outside the safe alphabet.
+    /// Accepts a stored tenant schema name, refusing any other shape.
     pub fn parse(raw: &str) -> Result<Self, InvalidSchemaName> {
-        let ok = (1..=63).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let hex = raw.strip_prefix("t_").unwrap_or_default();
+        let ok = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok { Ok(Self(raw.to_owned())) } else { Err(InvalidSchemaName(raw.to_owned())) }
     }
 
@@ -39,7 +40,9 @@ impl fmt::Display for SchemaName {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid schema name {0:?}")]
+#[error(
+    "invalid tenant schema name {0:?}: a tenant schema is t_ followed by the tenant id as 32 lowercase hex digits"
+)]
 pub struct InvalidSchemaName(String);
 
 #[cfg(test)]
@@ -57,7 +60,21 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused() {
-        for bad in ["", "Public", "t_1; drop schema control", "a\"b", "control.x", &"a".repeat(64)] {
+        let upper = "t_0190F5B68F7E7A3C9A2B1C2D3E4F5A6B";
+        let long = "t_0190f5b68f7e7a3c9a2b1c2d3e4f5a6b0";
+        let not_hex = "t_0190f5b68f7e7a3c9a2b1c2d3e4f5a6g";
+        for bad in [
+            "",
+            "control",
+            "public",
+            "t_",
+            "t_1; drop schema control",
+            "a\"b",
+            "control.x",
+            upper,
+            long,
+            not_hex,
+        ] {
             assert!(SchemaName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -14,6 +14,7 @@
 //! PostgreSQL would still re-resolve the names: correctness never depends on the key).
 
 use deadpool_postgres::{Object, Pool};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
@@ -33,6 +34,8 @@ pub struct TenantTx {
     state: State,
     /// Commit together with the first statement; a second statement is refused.
     single: bool,
+    /// The request's turn to hold a connection, given back with the connection.
+    turn: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +60,19 @@ impl TenantTx {
 
     async fn open(pool: &Pool, schema: &SchemaName, single: bool) -> Result<Self, AppError> {
         let client = pool.get().await?;
-        Ok(Self { client: Some(client), search_path: schema.quoted(), state: State::Pending, single })
+        Ok(Self {
+            client: Some(client),
+            search_path: schema.quoted(),
+            state: State::Pending,
+            single,
+            turn: None,
+        })
+    }
+
+    /// Keeps `turn` (a request's permit to hold a connection) until the transaction ends.
+    pub fn holding(mut self, turn: OwnedSemaphorePermit) -> Self {
+        self.turn = Some(turn);
+        self
     }
 
     fn client(&self) -> &Object {
@@ -66,7 +81,7 @@ impl TenantTx {
 
     /// Runs `sql` and returns its rows.
     pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, AppError> {
-        self.run(sql, async |client, statement| client.query(statement, params).await).await
+        self.run(sql, params, Kind::Rows).await.map(Outcome::rows)
     }
 
     /// Runs `sql`, which must return at most one row.
@@ -75,44 +90,82 @@ impl TenantTx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, AppError> {
-        self.run(sql, async |client, statement| client.query_opt(statement, params).await).await
+        let mut rows = self.query(sql, params).await?;
+        if rows.len() > 1 {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "query returned {} rows, expected at most one",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop())
     }
 
     /// Runs `sql`, which must return exactly one row.
     pub async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, AppError> {
-        self.run(sql, async |client, statement| client.query_one(statement, params).await).await
+        let mut rows = self.query(sql, params).await?;
+        if rows.len() != 1 {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "query returned {} rows, expected one",
+                rows.len()
+            )));
+        }
+        Ok(rows.remove(0))
     }
 
     /// Runs `sql` and returns the number of rows it touched.
     pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, AppError> {
-        self.run(sql, async |client, statement| client.execute(statement, params).await).await
+        self.run(sql, params, Kind::Count).await.map(Outcome::count)
     }
 
     /// Runs `op` with `sql` as a cached prepared statement, opening the transaction first if needed.
     ///
-    /// The first statement is joined with `begin` and `set_config`. Futures are polled in order
-    /// and each sends its messages on first poll, so the server receives begin, set_config and
-    /// then the statement in one flush. On a statement-cache hit the execute goes out in that
-    /// same flush (one round trip); on a miss the prepare does, behind set_config, as it must:
-    /// unqualified table names resolve against the search_path. In single mode `commit` is
-    /// polled right after the statement's first poll, so it always follows the statement.
-    async fn run<T>(
+    /// A cached statement whose table changed shape since it was prepared (a live migration)
+    /// fails with SQLSTATE 0A000, "cached plan must not change result type". It is retried once
+    /// on this connection with its statements dropped: the first statement from `begin`, a
+    /// later one from the savepoint it runs under (see `run_open`).
+    async fn run(
         &mut self,
         sql: &str,
-        op: impl AsyncFnOnce(&Object, &Statement) -> Result<T, tokio_postgres::Error>,
-    ) -> Result<T, AppError> {
+        params: &[&(dyn ToSql + Sync)],
+        kind: Kind,
+    ) -> Result<Outcome, AppError> {
         // The schema in a comment makes the cache key per schema; PostgreSQL ignores it.
         let keyed = format!("/* {} */ {sql}", self.search_path);
-        if self.state == State::Open {
-            let client = self.client();
-            let statement = client.prepare_cached(&keyed).await?;
-            return Ok(op(client, &statement).await?);
+        match self.state {
+            State::Finished => {
+                Err(AppError::internal(anyhow::anyhow!("a single-statement TenantTx ran a second statement")))
+            }
+            State::Open => Ok(self.run_open(&keyed, params, kind).await?),
+            State::Pending => match self.run_first(&keyed, params, kind).await {
+                Err(err) if is_stale_plan(&err) => {
+                    // The failed statement aborted the transaction (or, in single mode, its
+                    // pipelined commit ended it): end it, forget the stale statements, begin anew.
+                    let client = self.client();
+                    client.batch_execute("rollback").await?;
+                    client.statement_cache.clear();
+                    self.state = State::Pending;
+                    tracing::info!("stale cached plan after a schema change; retried from begin");
+                    Ok(self.run_first(&keyed, params, kind).await?)
+                }
+                other => Ok(other?),
+            },
         }
-        if self.state == State::Finished {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "a single-statement TenantTx ran a second statement"
-            )));
-        }
+    }
+
+    /// The first statement: joined with `begin` and `set_config`.
+    ///
+    /// Futures are polled in order and each sends its messages on first poll, so the server
+    /// receives begin, set_config and then the statement in one flush. On a statement-cache hit
+    /// the execute goes out in that same flush (one round trip); on a miss the prepare does,
+    /// behind set_config, as it must: unqualified table names resolve against the search_path.
+    /// In single mode `commit` is polled right after the statement's first poll, so it always
+    /// follows the statement.
+    async fn run_first(
+        &mut self,
+        keyed: &str,
+        params: &[&(dyn ToSql + Sync)],
+        kind: Kind,
+    ) -> Result<Outcome, tokio_postgres::Error> {
         let client = self.client.as_ref().expect("client present");
         // `size()` walks the whole cache, so it is only asked every 256th use of a connection.
         if Object::metrics(client).recycle_count.is_multiple_of(256)
@@ -131,11 +184,12 @@ impl TenantTx {
             client.batch_execute("begin"),
             client.query(&set_search_path, &search_path),
             async {
-                let statement = client.prepare_cached(&keyed).await?;
+                let statement = client.prepare_cached(keyed).await?;
                 if !single {
-                    return op(client, &statement).await;
+                    return kind.run(client, &statement, params).await;
                 }
-                let (out, ()) = futures::try_join!(op(client, &statement), client.batch_execute("commit"))?;
+                let (out, ()) =
+                    futures::try_join!(kind.run(client, &statement, params), client.batch_execute("commit"))?;
                 Ok(out)
             },
         )?;
@@ -143,6 +197,45 @@ impl TenantTx {
             self.state = State::Finished;
         }
         Ok(out)
+    }
+
+    /// A later statement, in the open transaction.
+    ///
+    /// A failed statement aborts the transaction, so a statement that could meet a stale plan
+    /// (one that returns rows) runs under a savepoint sent in the same flush: on 0A000 the
+    /// transaction rolls back to it and the statement runs once more, freshly prepared.
+    /// Statements without a result (inserts, deletes) have no result type to go stale.
+    async fn run_open(
+        &self,
+        keyed: &str,
+        params: &[&(dyn ToSql + Sync)],
+        kind: Kind,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let client = self.client();
+        let statement = client.prepare_cached(keyed).await?;
+        if statement.columns().is_empty() {
+            return kind.run(client, &statement, params).await;
+        }
+        let attempt = futures::try_join!(
+            client.batch_execute("savepoint tenantry_stale_plan"),
+            kind.run(client, &statement, params),
+            client.batch_execute("release savepoint tenantry_stale_plan"),
+        );
+        match attempt {
+            Ok((_, out, _)) => Ok(out),
+            Err(err) if is_stale_plan(&err) => {
+                client.batch_execute("rollback to savepoint tenantry_stale_plan").await?;
+                client.statement_cache.clear();
+                tracing::info!("stale cached plan after a schema change; retried from a savepoint");
+                let statement = client.prepare_cached(keyed).await?;
+                let (out, ()) = futures::try_join!(
+                    kind.run(client, &statement, params),
+                    client.batch_execute("release savepoint tenantry_stale_plan"),
+                )?;
+                Ok(out)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Commits. A transaction that never ran a statement costs nothing.
@@ -153,6 +246,55 @@ impl TenantTx {
         self.state = State::Finished;
         Ok(())
     }
+}
+
+/// What a statement's caller wants back.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Rows,
+    Count,
+}
+
+enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+impl Kind {
+    async fn run(
+        self,
+        client: &Object,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        match self {
+            Self::Rows => client.query(statement, params).await.map(Outcome::Rows),
+            Self::Count => client.execute(statement, params).await.map(Outcome::Count),
+        }
+    }
+}
+
+impl Outcome {
+    fn rows(self) -> Vec<Row> {
+        match self {
+            Self::Rows(rows) => rows,
+            Self::Count(_) => Vec::new(),
+        }
+    }
+
+    fn count(self) -> u64 {
+        match self {
+            Self::Count(n) => n,
+            Self::Rows(rows) => rows.len() as u64,
+        }
+    }
+}
+
+/// Whether PostgreSQL refused a cached statement whose result type changed under it
+/// (SQLSTATE 0A000, "cached plan must not change result type"). Matched on the code alone, so
+/// a localised server still matches; another 0A000 simply fails again on its one retry.
+fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 impl Drop for TenantTx {

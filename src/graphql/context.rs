@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use tokio::sync::OnceCell;
+use deadpool_postgres::Object;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::api_keys::{self, KeyCaller};
@@ -49,11 +50,43 @@ pub struct RequestCtx {
     pub caller: Caller,
     /// The caller's role in the tenant, looked up once per request.
     role: OnceCell<Role>,
+    /// Turns to hold a pooled connection: `DB_CONNECTIONS_PER_REQUEST` per request.
+    connections: Arc<Semaphore>,
+}
+
+/// A pooled connection held under one of the request's turns.
+pub struct RequestConnection {
+    client: Object,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for RequestConnection {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        &self.client
+    }
 }
 
 impl RequestCtx {
     pub fn new(state: AppState, tenant: Option<Arc<TenantAccess>>, caller: Caller) -> Self {
-        Self { state, tenant, caller, role: OnceCell::new() }
+        let connections = Arc::new(Semaphore::new(state.connections_per_request.max(1)));
+        Self { state, tenant, caller, role: OnceCell::new(), connections }
+    }
+
+    /// Waits for the request's turn to hold a pooled connection. A request holds at most
+    /// `DB_CONNECTIONS_PER_REQUEST` at once, so a field aliased hundreds of times queues inside
+    /// its own request instead of draining the pool every tenant shares.
+    pub async fn connection_turn(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        Arc::clone(&self.connections)
+            .acquire_owned()
+            .await
+            .map_err(|_| AppError::internal(anyhow::anyhow!("the request's connection turns were closed")))
+    }
+
+    /// A pooled connection for control-plane reads, taken in the request's turn.
+    pub async fn connection(&self) -> Result<RequestConnection, AppError> {
+        let turn = self.connection_turn().await?;
+        Ok(RequestConnection { client: self.state.pool.get().await?, _turn: turn })
     }
 
     /// The signed-in user, or `UNAUTHENTICATED` (`FORBIDDEN` for an API key).
@@ -113,13 +146,17 @@ impl RequestCtx {
 
     /// A transaction on the tenant's schema, for members only. The one path to tenant data.
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
-        TenantTx::begin(&self.state.pool, self.member_schema().await?).await
+        let schema = self.member_schema().await?;
+        let turn = self.connection_turn().await?;
+        Ok(TenantTx::begin(&self.state.pool, schema).await?.holding(turn))
     }
 
     /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
     /// the same round trip (see `TenantTx::begin_single`).
     pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
-        TenantTx::begin_single(&self.state.pool, self.member_schema().await?).await
+        let schema = self.member_schema().await?;
+        let turn = self.connection_turn().await?;
+        Ok(TenantTx::begin_single(&self.state.pool, schema).await?.holding(turn))
     }
 
     /// The tenant's schema, once the caller is known to be a member (or its API key).

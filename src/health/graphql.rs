@@ -20,7 +20,9 @@ pub struct HealthQuery;
 impl HealthQuery {
     /// Liveness of the API and its database; needs no credentials.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
-        let state = &ctx.data::<RequestCtx>()?.state;
+        let rc = ctx.data::<RequestCtx>()?;
+        let state = &rc.state;
+        let _turn = rc.connection_turn().await?;
         let latency = super::database_latency(state).await;
         Ok(Health {
             status: if latency.is_some() { "healthy" } else { "unhealthy" }.into(),

@@ -113,13 +113,23 @@ pub async fn livez() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
-/// Ready when the database answers; load balancers stop sending traffic on 503.
+/// Ready when the database answers; load balancers stop sending traffic on 503. Tenants that
+/// lag behind this build's migrations are reported, not a reason to refuse traffic: they are
+/// served while `tenantry migrate` catches up.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let migrations = serde_json::json!({
+        "version": state.migration_lag.target(),
+        "tenants_lagging": state.migration_lag.lagging(),
+    });
     match database_latency(&state).await {
-        Some(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))),
+        Some(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready", "migrations": migrations }))),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "reason": "database unreachable" })),
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "reason": "database unreachable",
+                "migrations": migrations,
+            })),
         ),
     }
 }

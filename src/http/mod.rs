@@ -1,6 +1,7 @@
 //! The HTTP surface: routes and middleware.
 
 mod graphql;
+mod playground;
 mod ws;
 
 use std::time::Duration;
@@ -47,12 +48,16 @@ pub fn router(app: AppState) -> Router {
             .unwrap_or_default();
         tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request.id = request_id)
     });
-    Router::new()
+    let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/graphql/ws", get(ws::handler))
         .route("/api/health", get(health::api_health))
         .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    if state.app.playground {
+        routes = routes.merge(playground::routes());
+    }
+    routes
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .layer(PropagateRequestIdLayer::x_request_id())

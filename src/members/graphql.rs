@@ -99,8 +99,8 @@ impl MemberQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Viewer)")]
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MemberObject>> {
         let rc = ctx.data::<RequestCtx>()?;
-        let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let members = repo::list(&client, rc.tenant()?.tenant.id).await?;
+        let client = rc.connection().await?;
+        let members = repo::list(&*client, rc.tenant()?.tenant.id).await?;
         Ok(members.into_iter().map(Into::into).collect())
     }
 
@@ -108,8 +108,8 @@ impl MemberQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
     async fn invitations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<InvitationObject>> {
         let rc = ctx.data::<RequestCtx>()?;
-        let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let pending = invitations::list_pending(&client, rc.tenant()?.tenant.id).await?;
+        let client = rc.connection().await?;
+        let pending = invitations::list_pending(&*client, rc.tenant()?.tenant.id).await?;
         Ok(pending.into_iter().map(Into::into).collect())
     }
 }

@@ -31,18 +31,18 @@ pub struct Invitation {
 }
 
 impl Invitation {
-    fn from_row(row: &Row) -> Self {
-        Self {
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        Ok(Self {
             id: row.get("id"),
             tenant_id: row.get("tenant_id"),
             email: row.get("email"),
-            role: Role::from_db(row.get("role")).unwrap_or(Role::Viewer),
+            role: Role::from_db(row.get("role"))?,
             invited_by: row.get("invited_by"),
             created_at: row.get("created_at"),
             expires_at: row.get("expires_at"),
             accepted_at: row.get("accepted_at"),
             revoked_at: row.get("revoked_at"),
-        }
+        })
     }
 }
 
@@ -78,12 +78,13 @@ pub async fn invite(
     }
     let pending = tx
         .query_opt(
-            "select * from control.invitations
+            "select id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at from control.invitations
              where tenant_id = $1 and email = $2 and accepted_at is null and revoked_at is null",
             &[&tenant_id, &email.as_str()],
         )
         .await?
-        .map(|row| Invitation::from_row(&row));
+        .map(|row| Invitation::from_row(&row))
+        .transpose()?;
     match pending {
         Some(existing) if existing.expires_at > Utc::now() => return Ok(Invited::AlreadyPending(existing)),
         // An expired invitation frees its seat and its email; retire it so a new one can exist.
@@ -99,7 +100,8 @@ pub async fn invite(
     let row = tx
         .query_one(
             "insert into control.invitations (id, tenant_id, email, role, token_hash, invited_by, expires_at)
-             values ($1, $2, $3, $4, $5, $6, $7) returning *",
+             values ($1, $2, $3, $4, $5, $6, $7) 
+             returning id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at",
             &[
                 &Uuid::new_v4(),
                 &tenant_id,
@@ -111,7 +113,7 @@ pub async fn invite(
             ],
         )
         .await?;
-    let invitation = Invitation::from_row(&row);
+    let invitation = Invitation::from_row(&row)?;
     let details = serde_json::json!({ "role": role.as_db() });
     audit::record(tx, acting.actor, "invitation.sent", "invitation", &invitation.id.to_string(), details)
         .await?;
@@ -129,7 +131,8 @@ pub async fn resend(
     let row = tx
         .query_opt(
             "update control.invitations set token_hash = $3, expires_at = $4
-             where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null returning *",
+             where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null 
+             returning id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at",
             &[&id, &tenant_id, &hash_secret(&token), &(Utc::now() + INVITATION_TTL)],
         )
         .await?
@@ -143,7 +146,7 @@ pub async fn resend(
         serde_json::json!({}),
     )
     .await?;
-    Ok((Invitation::from_row(&row), token))
+    Ok((Invitation::from_row(&row)?, token))
 }
 
 pub async fn revoke(
@@ -155,7 +158,8 @@ pub async fn revoke(
     let row = tx
         .query_opt(
             "update control.invitations set revoked_at = now()
-             where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null returning *",
+             where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null 
+             returning id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at",
             &[&id, &tenant_id],
         )
         .await?
@@ -169,27 +173,27 @@ pub async fn revoke(
         serde_json::json!({}),
     )
     .await?;
-    Ok(Invitation::from_row(&row))
+    Invitation::from_row(&row)
 }
 
 /// Pending invitations of a tenant, oldest first.
 pub async fn list_pending(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Invitation>, AppError> {
     let rows = db
         .query(
-            "select * from control.invitations
+            "select id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at from control.invitations
              where tenant_id = $1 and accepted_at is null and revoked_at is null order by created_at",
             &[&tenant_id],
         )
         .await?;
-    Ok(rows.iter().map(Invitation::from_row).collect())
+    rows.iter().map(Invitation::from_row).collect()
 }
 
 /// Looks up the invitation a token belongs to (any state).
 pub async fn find_by_token(db: &impl GenericClient, token: &str) -> Result<Option<Invitation>, AppError> {
     let row = db
-        .query_opt("select * from control.invitations where token_hash = $1", &[&hash_secret(token)])
+        .query_opt("select id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at from control.invitations where token_hash = $1", &[&hash_secret(token)])
         .await?;
-    Ok(row.as_ref().map(Invitation::from_row))
+    row.as_ref().map(Invitation::from_row).transpose()
 }
 
 /// Why an invitation could not be accepted.

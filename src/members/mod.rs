@@ -33,13 +33,14 @@ impl Role {
         }
     }
 
-    pub fn from_db(raw: &str) -> Option<Self> {
+    /// Reads a stored role. An unknown value is an error, never a guess: the code fails closed.
+    pub fn from_db(raw: &str) -> Result<Self, AppError> {
         match raw {
-            "OWNER" => Some(Self::Owner),
-            "ADMIN" => Some(Self::Admin),
-            "MEMBER" => Some(Self::Member),
-            "VIEWER" => Some(Self::Viewer),
-            _ => None,
+            "OWNER" => Ok(Self::Owner),
+            "ADMIN" => Ok(Self::Admin),
+            "MEMBER" => Ok(Self::Member),
+            "VIEWER" => Ok(Self::Viewer),
+            other => Err(AppError::internal(anyhow::anyhow!("unknown role {other:?} in the database"))),
         }
     }
 }

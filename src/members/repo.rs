@@ -18,7 +18,7 @@ pub async fn find_role(
             &[&tenant_id, &user_id],
         )
         .await?;
-    Ok(row.and_then(|row| Role::from_db(row.get(0))))
+    row.map(|row| Role::from_db(row.get(0))).transpose()
 }
 
 pub async fn insert(
@@ -49,20 +49,20 @@ const MEMBERS: &str = "select m.user_id, u.email, u.name, m.role, m.created_at f
                        join control.users u on u.id = m.user_id where m.tenant_id = $1";
 
 impl Member {
-    fn from_row(r: &tokio_postgres::Row) -> Self {
-        Self {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, AppError> {
+        Ok(Self {
             user_id: r.get(0),
             email: r.get(1),
             name: r.get(2),
-            role: Role::from_db(r.get(3)).unwrap_or(Role::Viewer),
+            role: Role::from_db(r.get(3))?,
             joined_at: r.get(4),
-        }
+        })
     }
 }
 
 pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Member>, AppError> {
     let sql = format!("{MEMBERS} order by m.created_at, u.email");
-    Ok(db.query(&sql, &[&tenant_id]).await?.iter().map(Member::from_row).collect())
+    db.query(&sql, &[&tenant_id]).await?.iter().map(Member::from_row).collect()
 }
 
 pub async fn find(
@@ -71,7 +71,7 @@ pub async fn find(
     user_id: Uuid,
 ) -> Result<Option<Member>, AppError> {
     let sql = format!("{MEMBERS} and m.user_id = $2");
-    Ok(db.query_opt(&sql, &[&tenant_id, &user_id]).await?.as_ref().map(Member::from_row))
+    db.query_opt(&sql, &[&tenant_id, &user_id]).await?.as_ref().map(Member::from_row).transpose()
 }
 
 /// Every member's role, locked until the transaction ends: role changes and removals of one
@@ -80,7 +80,7 @@ pub async fn lock_roles(tx: &mut TenantTx, tenant_id: Uuid) -> Result<Vec<(Uuid,
     let rows = tx
         .query("select user_id, role from control.memberships where tenant_id = $1 for update", &[&tenant_id])
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), Role::from_db(r.get(1)).unwrap_or(Role::Viewer))).collect())
+    rows.iter().map(|r| Ok((r.get(0), Role::from_db(r.get(1))?))).collect()
 }
 
 pub async fn set_role(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid, role: Role) -> Result<(), AppError> {

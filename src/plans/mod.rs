@@ -117,7 +117,10 @@ pub async fn change_plan(
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
-            "update control.tenants set plan = $2, updated_at = now() where id = $1 returning *",
+            &format!(
+                "update control.tenants set plan = $2, updated_at = now() where id = $1 returning {}",
+                crate::tenancy::model::TENANT_COLUMNS
+            ),
             &[&tenant_id, &plan_id],
         )
         .await?

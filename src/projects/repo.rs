@@ -36,7 +36,7 @@ type DbResult<T> = Result<T, AppError>;
 pub async fn list(tx: &mut TenantTx, first: i64, after: Option<Uuid>) -> DbResult<Vec<Project>> {
     let rows = tx
         .query(
-            "select * from projects
+            "select id, name, description, created_by, created_at, updated_at from projects
              where $2::uuid is null
                 or (created_at, id) > (select created_at, id from projects where id = $2)
              order by created_at, id limit $1",
@@ -47,7 +47,12 @@ pub async fn list(tx: &mut TenantTx, first: i64, after: Option<Uuid>) -> DbResul
 }
 
 pub async fn find(tx: &mut TenantTx, id: Uuid) -> DbResult<Option<Project>> {
-    let row = tx.query_opt("select * from projects where id = $1", &[&id]).await?;
+    let row = tx
+        .query_opt(
+            "select id, name, description, created_by, created_at, updated_at from projects where id = $1",
+            &[&id],
+        )
+        .await?;
     Ok(row.as_ref().map(Project::from_row))
 }
 
@@ -59,7 +64,8 @@ pub async fn insert(
 ) -> DbResult<Project> {
     let row = tx
         .query_one(
-            "insert into projects (name, description, created_by) values ($1, $2, $3) returning *",
+            "insert into projects (name, description, created_by) values ($1, $2, $3)
+             returning id, name, description, created_by, created_at, updated_at",
             &[&name, &description, &created_by],
         )
         .await?;
@@ -77,7 +83,7 @@ pub async fn update(
         .query_opt(
             "update projects set name = coalesce($2, name), description = coalesce($3, description),
                                  updated_at = now()
-             where id = $1 returning *",
+             where id = $1 returning id, name, description, created_by, created_at, updated_at",
             &[&id, &name, &description],
         )
         .await?;

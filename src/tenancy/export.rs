@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::dump::SchemaDump;
-use super::model::{Subdomain, Tenant};
+use super::dump::{Restore, SchemaDump};
+use super::model::{Subdomain, Tenant, TenantName};
 use super::{by_subdomain, repo};
-use crate::db::SchemaName;
 use crate::db::migrate::lock_schema;
+use crate::db::{SchemaName, citus};
 use crate::error::AppError;
 
 const FORMAT: &str = "tenantry-tenant-export";
@@ -82,59 +82,133 @@ pub async fn export(
     Ok(tenant)
 }
 
-/// Restores the export at `path` on the database at `url`.
+/// A `control.tenants` row as the export file carries it (`to_jsonb`); other fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct ExportedTenant {
+    pub id: Uuid,
+    pub name: String,
+    pub subdomain: String,
+    pub domain: Option<String>,
+    pub plan: String,
+    pub status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub settings: Value,
+    pub stripe_customer_id: Option<String>,
+    pub owner_id: Option<Uuid>,
+    pub schema_name: String,
+    pub migration_version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A `control.memberships` row as the export file carries it.
+#[derive(Debug, Deserialize)]
+pub struct ExportedMembership {
+    pub user_id: Uuid,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn refused(message: impl Into<String>) -> AppError {
+    AppError::validation("file", message)
+}
+
+/// Restores the export at `path` on the database at `url`. The file is operator input: the
+/// schema is derived from the tenant id (never taken from the file), and the dump must touch
+/// nothing but that schema (`SchemaDump::plan`); a refused file changes nothing.
 #[tracing::instrument(skip_all, fields(tenant.id))]
 pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported, AppError> {
     let bytes = tokio::fs::read(path)
         .await
         .with_context(|| format!("reading {}", path.display()))
         .map_err(AppError::Internal)?;
-    let file: ExportFile =
-        serde_json::from_slice(&bytes).context("not a tenantry tenant export").map_err(AppError::Internal)?;
+    let file: ExportFile = serde_json::from_slice(&bytes)
+        .map_err(|err| refused(format!("not a tenantry tenant export: {err}")))?;
     if file.format != FORMAT || file.version != VERSION {
-        return Err(AppError::validation("file", format!("expected {FORMAT} version {VERSION}")));
+        return Err(refused(format!("expected {FORMAT} version {VERSION}")));
     }
-    let old_schema = SchemaName::parse(&file.schema).map_err(AppError::internal)?;
-    let mut row = file.tenant;
-    let (id, schema) = match &target {
+    let mut tenant: ExportedTenant = serde_json::from_value(file.tenant)
+        .map_err(|err| refused(format!("the tenant row is not readable: {err}")))?;
+    let memberships: Vec<ExportedMembership> = serde_json::from_value(file.memberships)
+        .map_err(|err| refused(format!("the memberships are not readable: {err}")))?;
+    let old_schema = SchemaName::parse(&file.schema).map_err(|err| refused(err.to_string()))?;
+    match &target {
+        ImportAs::Same if old_schema != SchemaName::for_tenant(tenant.id) => {
+            return Err(refused(format!(
+                "the file's schema {old_schema} is not the schema of its tenant {}; a tenant's schema \
+                 is always t_ and its id",
+                tenant.id
+            )));
+        }
         ImportAs::Same => {
-            let id: Uuid = serde_json::from_value(row["id"].clone()).map_err(AppError::internal)?;
-            (id, old_schema.clone())
+            // The file's own names, checked as `createTenant` checks them.
+            TenantName::parse(&tenant.name)?;
+            Subdomain::parse(&tenant.subdomain)?;
         }
         ImportAs::New(subdomain) => {
-            let id = Uuid::new_v4();
-            row["id"] = Value::String(id.to_string());
-            row["subdomain"] = Value::String(subdomain.as_str().to_owned());
-            row["schema_name"] = Value::String(SchemaName::for_tenant(id).as_str().to_owned());
+            tenant.id = Uuid::new_v4();
+            tenant.subdomain = subdomain.as_str().to_owned();
             // A custom domain and a billing identity belong to the original tenant.
-            row["domain"] = Value::Null;
-            row["stripe_customer_id"] = Value::Null;
-            row["created_at"] = Value::String(Utc::now().to_rfc3339());
-            (id, SchemaName::for_tenant(id))
+            tenant.domain = None;
+            tenant.stripe_customer_id = None;
+            tenant.created_at = Utc::now();
         }
-    };
-    tracing::Span::current().record("tenant.id", tracing::field::display(id));
-    let dump = SchemaDump::from_sql(file.dump).renamed(&old_schema, &schema);
+    }
+    let schema = SchemaName::for_tenant(tenant.id);
+    tenant.schema_name = schema.as_str().to_owned();
+    tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
+    let restore = SchemaDump::from_sql(file.dump)
+        .renamed(&old_schema, &schema)
+        .plan(&schema)
+        .map_err(|err| refused(err.to_string()))?;
 
-    // A connection of its own, closed afterwards: the dump changes session settings (it empties
-    // the search_path) that a connection shared with requests must not carry.
+    // A connection of its own, closed afterwards: the restore's settings are transaction-local,
+    // and a long restore should not hold one of the request pool's connections.
     let own = crate::db::build_pool(url, 1).map_err(AppError::Internal)?;
     let mut client = own.get().await?;
     let tx = client.transaction().await?;
-    repo::insert_exported(&tx, &row).await?;
-    let memberships = repo::insert_exported_memberships(&tx, id, &file.memberships).await?;
+    let mut people: Vec<Uuid> = memberships.iter().map(|m| m.user_id).collect();
+    people.extend(tenant.owner_id);
+    let known = repo::existing_users(&tx, &people).await?;
+    tenant.owner_id = tenant.owner_id.filter(|owner| known.contains(owner));
+    repo::insert_exported(&tx, &tenant).await?;
+    let mut inserted = 0;
+    for membership in memberships.iter().filter(|m| known.contains(&m.user_id)) {
+        repo::insert_exported_membership(&tx, tenant.id, membership).await?;
+        inserted += 1;
+    }
     lock_schema(&tx, &schema).await?;
-    dump.restore(&tx).await.map_err(AppError::Internal)?;
-    crate::db::notify::tenant_changed(&tx, id).await?;
-    let tenant = repo::find_by_id(&tx, id).await?.ok_or(AppError::NotFound("imported tenant"))?;
+    restore_schema(&tx, &schema, &restore).await?;
+    crate::db::notify::tenant_changed(&tx, tenant.id).await?;
+    let imported = repo::find_by_id(&tx, tenant.id).await?.ok_or(AppError::NotFound("imported tenant"))?;
     tx.commit().await?;
     drop(deadpool_postgres::Object::take(client));
     own.close();
     tracing::info!("tenant imported");
-    let total = file.memberships.as_array().map_or(0, Vec::len);
     Ok(Imported {
-        tenant,
-        memberships,
-        skipped_memberships: total.saturating_sub(usize::try_from(memberships).unwrap_or(0)),
+        tenant: imported,
+        memberships: inserted,
+        skipped_memberships: memberships.len() - usize::try_from(inserted).unwrap_or(0),
     })
+}
+
+/// Runs the restore. Under Citus the schema is restored as a plain local schema (Citus refuses
+/// some of pg_dump's statements on distributed tables, such as adding an identity column) and
+/// distributed before commit when new schemas are distributed here.
+async fn restore_schema(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+    restore: &Restore,
+) -> Result<(), AppError> {
+    let distribute = if citus::installed(tx).await? {
+        let sharding = citus::schema_sharding_on(tx).await?;
+        citus::keep_schemas_local(tx).await?;
+        sharding
+    } else {
+        false
+    };
+    restore.run(tx).await.map_err(AppError::Internal)?;
+    if distribute {
+        citus::distribute(tx, schema).await?;
+    }
+    Ok(())
 }

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 
 use super::model::TenantStatus;
 use super::repo;
-use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::{FeatureGuard, RoleGuard};
 use crate::members::Role;
@@ -67,15 +66,16 @@ impl TenantQuery {
     /// Tenants the signed-in user belongs to.
     async fn my_tenants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TenantObject>> {
         let rc = ctx.data::<RequestCtx>()?;
-        let client = rc.state.pool.get().await.map_err(AppError::from)?;
-        let rows = repo::list_for_user(&client, rc.user_id()?).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(tenant, role)| TenantObject {
-                access: Arc::new(TenantAccess::new(tenant, &rc.state.plans)),
-                role: Role::from_db(&role),
+        let client = rc.connection().await?;
+        let rows = repo::list_for_user(&*client, rc.user_id()?).await?;
+        rows.into_iter()
+            .map(|(tenant, role)| {
+                Ok(TenantObject {
+                    access: Arc::new(TenantAccess::new(tenant, &rc.state.plans)),
+                    role: Some(Role::from_db(&role)?),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The request's tenant (members only).

@@ -1,6 +1,7 @@
 //! Tenants: model, resolution, provisioning, lifecycle.
 
 pub mod dump;
+mod dump_check;
 pub mod export;
 pub mod graphql;
 pub mod model;
@@ -11,8 +12,9 @@ pub mod resolve;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use self::model::{Domain, Subdomain, Tenant, TenantName, TenantStatus};
+use self::model::{Domain, Subdomain, TENANT_COLUMNS, Tenant, TenantName, TenantStatus};
 use self::provision::{NewTenant, provision};
+use self::resolve::TenantKey;
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
 use crate::db::notify::{TENANT_CHANGED, publish_in};
@@ -39,6 +41,9 @@ pub async fn create_for_user(
         }
     }
     let tenant = provision(&state.pool, &state.tenant_migrations, new).await?;
+    // The notification reaches this replica too, a moment later; the creator's next request
+    // must not meet a cached "no such tenant" or "not a member" before it does.
+    state.tenants.forget(&TenantKey::Subdomain(tenant.subdomain.clone())).await;
     state.members.forget(tenant.id, user_id).await;
     Ok(tenant)
 }
@@ -56,13 +61,16 @@ pub async fn update(
 ) -> Result<Tenant, AppError> {
     let name = name.map(TenantName::parse).transpose()?;
     let domain = domain.map(|d| d.map(|d| Domain::parse(d, base_domain)).transpose()).transpose()?;
+    let sql = format!(
+        "update control.tenants set
+             name = coalesce($2, name),
+             domain = case when $3 then $4 else domain end,
+             updated_at = now()
+         where id = $1 returning {TENANT_COLUMNS}"
+    );
     let row = tx
         .query_one(
-            "update control.tenants set
-                 name = coalesce($2, name),
-                 domain = case when $3 then $4 else domain end,
-                 updated_at = now()
-             where id = $1 returning *",
+            &sql,
             &[
                 &tenant.id,
                 &name.as_ref().map(TenantName::as_str),
@@ -143,7 +151,7 @@ pub async fn purge(pool: &Pool, tenant: &Tenant) -> Result<(), AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     crate::db::migrate::lock_schema(&tx, &tenant.schema).await?;
-    tx.batch_execute(&format!("drop schema if exists {} cascade", tenant.schema.quoted())).await?;
+    tx.execute_typed(&format!("drop schema if exists {} cascade", tenant.schema.quoted()), &[]).await?;
     tx.execute("delete from control.tenants where id = $1", &[&tenant.id]).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     tx.commit().await?;

@@ -109,14 +109,22 @@ impl TenantStatus {
         }
     }
 
-    fn from_db(raw: &str) -> Self {
+    /// Reads a stored status. An unknown value is an error, never "active": the code fails closed.
+    fn from_db(raw: &str) -> Result<Self, AppError> {
         match raw {
-            "suspended" => Self::Suspended,
-            "expired" => Self::Expired,
-            _ => Self::Active,
+            "active" => Ok(Self::Active),
+            "suspended" => Ok(Self::Suspended),
+            "expired" => Ok(Self::Expired),
+            other => {
+                Err(AppError::internal(anyhow::anyhow!("unknown tenant status {other:?} in the database")))
+            }
         }
     }
 }
+
+/// The columns `Tenant::from_row` reads, for `select`/`returning` lists (never `*`).
+pub const TENANT_COLUMNS: &str = "id, name, subdomain, domain, plan, status, expires_at, settings, owner_id, \
+     schema_name, migration_version, created_at, deleted_at";
 
 /// A tenant as stored in `control.tenants`.
 #[derive(Debug, Clone)]
@@ -146,7 +154,7 @@ impl Tenant {
             subdomain: row.get("subdomain"),
             domain: row.get("domain"),
             plan: row.get("plan"),
-            status: TenantStatus::from_db(row.get("status")),
+            status: TenantStatus::from_db(row.get("status"))?,
             expires_at: row.get("expires_at"),
             settings: row.get("settings"),
             owner_id: row.get("owner_id"),

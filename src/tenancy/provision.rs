@@ -6,7 +6,7 @@
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::model::{Subdomain, Tenant, TenantName};
+use super::model::{Subdomain, TENANT_COLUMNS, Tenant, TenantName};
 use crate::db::SchemaName;
 use crate::db::migrate::{MigrationSet, migrate_tenant_in_tx};
 use crate::error::{AppError, violated_constraint};
@@ -52,9 +52,12 @@ pub async fn provision_with_id(
     if let Some(owner) = new.owner {
         members_repo::insert(&tx, id, owner, Role::Owner).await?;
     }
-    tx.batch_execute(&format!("create schema {}", schema.quoted())).await?;
+    tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
     migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
-    let row = tx.query_one("select * from control.tenants where id = $1", &[&id]).await?;
+    let row =
+        tx.query_one(&format!("select {TENANT_COLUMNS} from control.tenants where id = $1"), &[&id]).await?;
+    // Replicas may have cached "no such tenant" for this subdomain: the commit clears it.
+    crate::db::notify::tenant_changed(&tx, id).await?;
     tx.commit().await?;
     tracing::info!("tenant provisioned");
     Tenant::from_row(&row)

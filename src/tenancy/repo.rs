@@ -1,10 +1,13 @@
 //! SQL for `control.tenants`.
 
+use std::collections::HashSet;
+
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::model::{Tenant, TenantStatus};
+use super::export::{ExportedMembership, ExportedTenant};
+use super::model::{TENANT_COLUMNS, Tenant, TenantStatus};
 use crate::error::{AppError, violated_constraint};
 
 /// The tenant the query (one parameter) finds, if any.
@@ -17,16 +20,30 @@ async fn find_one(
 }
 
 pub async fn find_by_subdomain(db: &impl GenericClient, subdomain: &str) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where subdomain = $1 and deleted_at is null", &subdomain)
-        .await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where subdomain = $1 and deleted_at is null"),
+        &subdomain,
+    )
+    .await
 }
 
 pub async fn find_by_id(db: &impl GenericClient, id: Uuid) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where id = $1 and deleted_at is null", &id).await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where id = $1 and deleted_at is null"),
+        &id,
+    )
+    .await
 }
 
 pub async fn find_by_domain(db: &impl GenericClient, domain: &str) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where domain = $1 and deleted_at is null", &domain).await
+    find_one(
+        db,
+        &format!("select {TENANT_COLUMNS} from control.tenants where domain = $1 and deleted_at is null"),
+        &domain,
+    )
+    .await
 }
 
 /// Any tenant with this subdomain, deleted or not (for operators).
@@ -34,7 +51,8 @@ pub async fn find_any_by_subdomain(
     db: &impl GenericClient,
     subdomain: &str,
 ) -> Result<Option<Tenant>, AppError> {
-    find_one(db, "select * from control.tenants where subdomain = $1", &subdomain).await
+    find_one(db, &format!("select {TENANT_COLUMNS} from control.tenants where subdomain = $1"), &subdomain)
+        .await
 }
 
 /// Tenants deleted before `cutoff`, due to be purged.
@@ -42,7 +60,7 @@ pub async fn deleted_before(
     db: &impl GenericClient,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Tenant>, AppError> {
-    db.query("select * from control.tenants where deleted_at < $1", &[&cutoff])
+    db.query(&format!("select {TENANT_COLUMNS} from control.tenants where deleted_at < $1"), &[&cutoff])
         .await?
         .iter()
         .map(Tenant::from_row)
@@ -66,17 +84,29 @@ pub async fn export_rows(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Inserts an exported tenant row (already given its id, subdomain and schema). An owner who
-/// does not exist in this database is dropped.
-pub async fn insert_exported(db: &impl GenericClient, row: &serde_json::Value) -> Result<(), AppError> {
+/// Inserts an exported tenant (already given its id, subdomain and schema) with plain
+/// parameters: no `insert … select`, which Citus cannot always plan.
+pub async fn insert_exported(db: &impl GenericClient, t: &ExportedTenant) -> Result<(), AppError> {
     db.execute(
-        "insert into control.tenants
-         select (r).id, (r).name, (r).subdomain, (r).domain, (r).plan, (r).status, (r).expires_at,
-                (r).settings, (r).stripe_customer_id,
-                (select u.id from control.users u where u.id = (r).owner_id),
-                (r).schema_name, (r).migration_version, (r).created_at, now()
-         from (select jsonb_populate_record(null::control.tenants, $1) as r) s",
-        &[row],
+        "insert into control.tenants (id, name, subdomain, domain, plan, status, expires_at, settings,
+                                      stripe_customer_id, owner_id, schema_name, migration_version,
+                                      created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())",
+        &[
+            &t.id,
+            &t.name,
+            &t.subdomain,
+            &t.domain,
+            &t.plan,
+            &t.status,
+            &t.expires_at,
+            &t.settings,
+            &t.stripe_customer_id,
+            &t.owner_id,
+            &t.schema_name,
+            &t.migration_version,
+            &t.created_at,
+        ],
     )
     .await
     .map_err(|err| match violated_constraint(&err) {
@@ -96,25 +126,28 @@ pub async fn insert_exported(db: &impl GenericClient, row: &serde_json::Value) -
     Ok(())
 }
 
-/// Inserts exported memberships into tenant `id`, for users that exist here; returns how many.
-pub async fn insert_exported_memberships(
+/// Which of `ids` are users of this database.
+pub async fn existing_users(db: &impl GenericClient, ids: &[Uuid]) -> Result<HashSet<Uuid>, AppError> {
+    let rows = db.query("select id from control.users where id = any($1)", &[&ids]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Inserts one exported membership of tenant `id`.
+pub async fn insert_exported_membership(
     db: &impl GenericClient,
     id: Uuid,
-    memberships: &serde_json::Value,
-) -> Result<u64, AppError> {
-    Ok(db
-        .execute(
-            "insert into control.memberships (tenant_id, user_id, role, created_at)
-             select $1, m.user_id, m.role, m.created_at
-             from jsonb_populate_recordset(null::control.memberships, $2) m
-             where exists (select 1 from control.users u where u.id = m.user_id)",
-            &[&id, memberships],
-        )
-        .await?)
+    m: &ExportedMembership,
+) -> Result<(), AppError> {
+    db.execute(
+        "insert into control.memberships (tenant_id, user_id, role, created_at) values ($1, $2, $3, $4)",
+        &[&id, &m.user_id, &m.role, &m.created_at],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tenant>, AppError> {
-    db.query("select * from control.tenants order by subdomain", &[])
+    db.query(&format!("select {TENANT_COLUMNS} from control.tenants order by subdomain"), &[])
         .await?
         .iter()
         .map(Tenant::from_row)
@@ -126,7 +159,10 @@ pub async fn list_for_user(
     db: &impl GenericClient,
     user_id: Uuid,
 ) -> Result<Vec<(Tenant, String)>, AppError> {
-    let sql = "select t.*, m.role from control.tenants t
+    // Qualified: memberships has a `created_at` too.
+    let sql = "select t.id, t.name, t.subdomain, t.domain, t.plan, t.status, t.expires_at, t.settings,
+                      t.owner_id, t.schema_name, t.migration_version, t.created_at, t.deleted_at, m.role
+               from control.tenants t
                join control.memberships m on m.tenant_id = t.id
                where m.user_id = $1 and t.deleted_at is null order by t.subdomain";
     db.query(sql, &[&user_id])

@@ -88,6 +88,11 @@ impl TenantCache {
             .map_err(|err| AppError::internal(anyhow::anyhow!("tenant lookup: {err:?}")))
     }
 
+    /// Forgets one lookup (this replica only; other replicas hear `tenant_changed`).
+    pub async fn forget(&self, key: &TenantKey) {
+        self.0.invalidate(key).await;
+    }
+
     /// Forgets everything; tenant changes are rare, and a miss costs one indexed query.
     pub fn clear(&self) {
         self.0.invalidate_all();

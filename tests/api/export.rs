@@ -55,3 +55,90 @@ async fn an_exported_tenant_imports_as_a_copy_and_as_itself_with_its_projects_an
     let body = projects(&app, &bob, "acme").await;
     assert_eq!(error_code(&body), Some("FORBIDDEN"), "{body}");
 }
+
+/// What an import could have changed: tenants, memberships, users, schemas, control tables.
+async fn footprint(app: &TestApp) -> Vec<i64> {
+    let client = app.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "select (select count(*) from control.tenants), (select count(*) from control.memberships),
+                    (select count(*) from control.users), (select count(*) from pg_namespace),
+                    (select count(*) from pg_class where relnamespace = 'control'::regnamespace)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (0..5).map(|i| row.get(i)).collect()
+}
+
+/// Exports `acme` (with a project) and returns the app, the file's JSON and the schema name.
+async fn exported_acme() -> (TestApp, serde_json::Value, String) {
+    let app = spawn_app().await;
+    let alice = app.sign_up("alice").await;
+    let id = app.create_tenant(&alice, "acme").await;
+    app.create_project(&alice, "acme", "first").await;
+    let file = scratch_dir().join("acme.json");
+    export(&app.pool, &app.db.url, "acme", &file).await.unwrap();
+    let json = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    (app, json, format!("t_{}", Uuid::parse_str(&id).unwrap().simple()))
+}
+
+async fn import_edited(app: &TestApp, json: &serde_json::Value, target: ImportAs) -> (String, String) {
+    let file = scratch_dir().join("edited.json");
+    std::fs::write(&file, serde_json::to_vec(json).unwrap()).unwrap();
+    let err = import(&app.db.url, &file, target).await.expect_err("the edited file was imported");
+    (err.code().to_owned(), err.message())
+}
+
+#[tokio::test]
+async fn an_export_that_names_control_as_its_schema_is_refused_and_changes_nothing() {
+    let (app, mut json, schema) = exported_acme().await;
+    json["schema"] = json!("control");
+    json["dump"] = json!(json["dump"].as_str().unwrap().replace(&schema, "control"));
+    let before = footprint(&app).await;
+
+    for target in [ImportAs::New(Subdomain::parse("evil").unwrap()), ImportAs::Same] {
+        let (code, message) = import_edited(&app, &json, target).await;
+        assert_eq!(code, "VALIDATION", "{message}");
+        assert!(message.contains("invalid tenant schema name \"control\""), "{message}");
+    }
+    // Another tenant's well-formed schema name is refused too: the schema follows the id.
+    json["schema"] = json!(format!("t_{}", Uuid::new_v4().simple()));
+    let acme = tenantry::tenancy::by_subdomain(&app.pool, "acme").await.unwrap();
+    tenantry::tenancy::purge(&app.pool, &acme).await.unwrap();
+    let before_same = footprint(&app).await;
+    let (code, message) = import_edited(&app, &json, ImportAs::Same).await;
+    assert_eq!(code, "VALIDATION", "{message}");
+    assert!(message.contains("is not the schema of its tenant"), "{message}");
+    assert_eq!(footprint(&app).await, before_same);
+    assert_ne!(before, before_same, "the purge itself shows in the footprint");
+}
+
+#[tokio::test]
+async fn an_export_that_carries_sql_for_another_schema_is_refused_and_changes_nothing() {
+    let (app, json, schema) = exported_acme().await;
+    let before = footprint(&app).await;
+    for (sql, reason) in [
+        ("CREATE TABLE control.evil (id integer);", "not in the schema"),
+        ("INSERT INTO control.users (id) VALUES (gen_random_uuid());", "an import restores tables"),
+        (
+            "ALTER TABLE ONLY {s}.projects ADD CONSTRAINT fk FOREIGN KEY (created_by) REFERENCES control.users(id);",
+            "names the schema \"control\"",
+        ),
+        ("SELECT pg_catalog.set_config('search_path', 'control', false);", "emptying search_path"),
+        ("DROP SCHEMA control CASCADE;", "an import restores tables"),
+    ] {
+        let mut edited = json.clone();
+        let dump = json["dump"].as_str().unwrap();
+        edited["dump"] = json!(format!("{dump}\n{}\n", sql.replace("{s}", &schema)));
+        let (code, message) =
+            import_edited(&app, &edited, ImportAs::New(Subdomain::parse("copy").unwrap())).await;
+        assert_eq!(code, "VALIDATION", "{sql}: {message}");
+        assert!(message.contains(reason), "{sql}: {message}");
+        assert_eq!(footprint(&app).await, before, "{sql} changed something");
+    }
+    // The untouched file still imports.
+    let file = scratch_dir().join("untouched.json");
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    import(&app.db.url, &file, ImportAs::New(Subdomain::parse("copy").unwrap())).await.unwrap();
+}

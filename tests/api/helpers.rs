@@ -169,12 +169,17 @@ impl<'a> As<'a> {
     }
 }
 
-impl TestApp {
-    /// POSTs a GraphQL request; returns the HTTP status and the JSON body.
-    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .post(format!("{}/graphql", self.address))
+/// POSTs a GraphQL request to the server at `address`; returns the HTTP status and the JSON body.
+pub async fn post_graphql(
+    client: &reqwest::Client,
+    address: &str,
+    who: As<'_>,
+    query: &str,
+    variables: Value,
+) -> (StatusCode, Value) {
+    {
+        let mut req = client
+            .post(format!("{address}/graphql"))
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = who.token {
             req = req.bearer_auth(token);
@@ -188,6 +193,13 @@ impl TestApp {
         let res = req.send().await.expect("request sent");
         let status = res.status();
         (status, res.json().await.expect("JSON body"))
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request; returns the HTTP status and the JSON body.
+    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
+        post_graphql(&self.client, &self.address, who, query, variables).await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -319,6 +331,57 @@ impl TestApp {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("plan change never reached the cache");
+    }
+}
+
+/// A `tenantry serve` child process on the same database: another replica.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    pub async fn start(db_url: &str) -> Self {
+        Self::start_with(db_url, &[]).await
+    }
+
+    /// Starts `tenantry serve` with extra environment variables.
+    pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let secret = tenantry::config::Config::for_tests(None, scratch_dir()).jwt_secret.unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("DATA_DIR", scratch_dir())
+            .env("JWT_SECRET", secret)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting a second server");
+        let server = Self { child, address: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::new();
+        eventually(Duration::from_secs(30), || async {
+            let res = client.get(format!("{}/readyz", server.address)).send().await.ok()?;
+            res.status().is_success().then_some(())
+        })
+        .await;
+        server
+    }
+}
+
+impl ServerProcess {
+    /// POSTs a GraphQL request to this process; returns the HTTP status and the JSON body.
+    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
+        post_graphql(&reqwest::Client::new(), &self.address, who, query, variables).await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

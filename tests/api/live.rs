@@ -10,8 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, spawn_app};
-use crate::plans::ServerProcess;
+use crate::helpers::{ServerProcess, TestApp, spawn_app};
 
 const SUBSCRIBE: &str = "subscription { usageUpdated { period metrics { metric value limit } } }";
 

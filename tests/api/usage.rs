@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{As, TestApp, error_code, eventually, scratch_dir, spawn_app, spawn_app_with};
-use crate::plans::ServerProcess;
+use crate::helpers::{
+    As, ServerProcess, TestApp, error_code, eventually, scratch_dir, spawn_app, spawn_app_with,
+};
 
 const REPORT: &str = "query($p: UsagePeriod!) { usage(period: $p) {
     period plan { id } exceeded metrics { metric value limit exceeded } } }";

@@ -1,32 +1,45 @@
-//! `tenantry bench cache`: what the plan guards cost — a `TenantAccess` cache hit, a miss, and
+//! `cargo bench --bench cache`: what the plan guards cost — a `TenantAccess` cache hit, a miss, and
 //! how long a plan change takes to invalidate another replica's cache through NOTIFY.
+
+#[allow(dead_code, reason = "each bench target uses its own part of the shared harness")]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::Parser;
 use deadpool_postgres::Pool;
 use hdrhistogram::Histogram;
+use support::report::{self, Figure};
+use support::{BenchDb, Common, setup};
+use tenantry::db::migrate::MigrationSet;
+use tenantry::db::notify::{self, BusEvent};
+use tenantry::error::AppError;
+use tenantry::plans::{self, AccessCache, PlanCatalog};
 use tokio::sync::mpsc;
 
-use super::report::{self, Figure};
-use super::setup;
-use crate::db::migrate::MigrationSet;
-use crate::db::notify::{self, BusEvent};
-use crate::error::AppError;
-use crate::plans::{self, AccessCache, PlanCatalog};
-
-#[derive(Debug, Args)]
-pub struct CacheArgs {
+#[derive(Debug, Parser)]
+#[command(about = "Plan guards: TenantAccess cache hit and miss, invalidation across replicas")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
     /// Cache hits to time.
     #[arg(long, default_value_t = 1_000_000)]
-    pub hits: u64,
+    hits: u64,
     /// Plan changes whose invalidation delay is timed.
     #[arg(long, default_value_t = 100)]
-    pub changes: u64,
+    changes: u64,
 }
 
-pub async fn run(url: &str, pool: &Pool, args: CacheArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    support::init_logs();
+    let args = Args::parse();
+    let db = BenchDb::open(&args.common).await?;
+    run(&db.url, &db.pool, args).await
+}
+
+async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
     setup::ensure_tenants(pool, &MigrationSet::tenant(), 1, 1, 1).await?;
     let tenant = setup::tenant_id(0);
     let catalog = PlanCatalog::builtin();

@@ -1,61 +1,66 @@
-//! `tenantry bench read`: B1–B5, the tenant-scoped GraphQL read against its baselines, all in
-//! one run on the same data.
+//! `cargo bench --bench read`: B1–B5, the tenant-scoped GraphQL read against its baselines,
+//! all in one run on the same data (docs/BENCHMARKS.md).
+
+#[allow(dead_code, reason = "each bench target uses its own part of the shared harness")]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use clap::Args;
-use hyper::header::HeaderValue;
-use serde_json::json;
+use clap::Parser;
+use support::load::{self, Load, LoadResult, Shot, Target};
+use support::pgbench::{self, Spread};
+use support::report::{self, Figure, mib};
+use support::server::ChildServer;
+use support::{BenchDb, Common, plain, read_request, setup};
+use tenantry::db::migrate::MigrationSet;
 
-use super::baseline::{self, Spread};
-use super::load::{self, Load, LoadResult, Shot, Target};
-use super::report::{self, Figure, mib};
-use super::server::ChildServer;
-use super::setup;
-use crate::auth::token::TokenKeys;
-use crate::db::migrate::MigrationSet;
-
-/// The read the server answers: one project of the tenant, authenticated.
-const QUERY: &str = "query($id: ID!) { project(id: $id) { id name } }";
-/// Both servers answer a found project with a body starting like this.
-const OK_PREFIX: &[u8] = b"{\"data\":{\"project\":{";
-/// A throwaway secret shared by the harness (which signs) and the server under test.
-const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
-
-#[derive(Debug, Args)]
-pub struct ReadArgs {
+#[derive(Debug, Parser)]
+#[command(about = "B1–B5: the GraphQL read against pgbench and a plain handler")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
     /// Tenants the spread runs cover (created if missing).
     #[arg(long, default_value_t = 1000)]
-    pub tenants: usize,
+    tenants: usize,
     /// Projects in each tenant.
     #[arg(long, default_value_t = 10)]
-    pub projects: i64,
+    projects: i64,
     /// Concurrent connections (HTTP and pgbench clients alike).
     #[arg(long, default_value_t = 64)]
-    pub connections: usize,
+    connections: usize,
     /// Seconds each measured run lasts.
     #[arg(long, default_value_t = 10)]
-    pub duration: u64,
+    duration: u64,
     /// Seconds of unmeasured load before each run (fills PostgreSQL's catalog caches, the
     /// statement caches and the server's caches; a thousand cold schemas take a while).
     #[arg(long, default_value_t = 15)]
-    pub warmup: u64,
+    warmup: u64,
     /// Tenants provisioned at once during set-up.
     #[arg(long, default_value_t = 4)]
-    pub setup_jobs: usize,
+    setup_jobs: usize,
 }
 
-pub async fn run(
-    url: &str,
-    pool: &deadpool_postgres::Pool,
-    pool_size: usize,
-    args: ReadArgs,
-) -> anyhow::Result<()> {
-    let setup =
-        setup::ensure_tenants(pool, &MigrationSet::tenant(), args.tenants, args.projects, args.setup_jobs)
-            .await?;
+fn main() -> anyhow::Result<()> {
+    if plain::serve_if_asked()? {
+        return Ok(());
+    }
+    support::init_logs();
+    let args = Args::parse();
+    tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let db = BenchDb::open(&args.common).await?;
+    let (url, pool_size) = (db.url.as_str(), args.common.db_pool_size);
+    let setup = setup::ensure_tenants(
+        &db.pool,
+        &MigrationSet::tenant(),
+        args.tenants,
+        args.projects,
+        args.setup_jobs,
+    )
+    .await?;
     eprintln!(
         "set-up: {} tenants created in {:.1} s ({} already there)",
         setup.created,
@@ -63,24 +68,13 @@ pub async fn run(
         args.tenants - setup.created
     );
     let duration = Duration::from_secs(args.duration);
-    let pool_size = pool_size.to_string();
-    let tenants = args.tenants.to_string();
-    let common = [("DATABASE_URL", url), ("DB_POOL_SIZE", pool_size.as_str())];
-    let mut envs = common.to_vec();
-    envs.push(("JWT_SECRET", JWT_SECRET));
-    let server = ChildServer::spawn(&["serve"], &envs).await?;
-    let plain = ChildServer::spawn(&["bench", "plain-server", "--tenants", &tenants], &common).await?;
+    let server = read_request::spawn_server(url, pool_size, &[], &[]).await?;
+    let plain = plain::spawn(url, args.tenants, pool_size, &[]).await?;
 
-    let token = TokenKeys::new(JWT_SECRET.as_bytes()).issue(setup::USER_ID).map_err(|e| e.into_anyhow())?;
-    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))?;
-    let spread = shots(0..args.tenants)?;
-    let one = shots(0..1)?;
-    let target = |addr, shots: &Arc<Vec<Shot>>| Target {
-        addr,
-        authorization: authorization.clone(),
-        shots: shots.clone(),
-        expect_prefix: OK_PREFIX,
-    };
+    let authorization = read_request::authorization()?;
+    let spread = read_request::shots(0..args.tenants)?;
+    let one = read_request::shots(0..1)?;
+    let target = |addr, shots: &Arc<Vec<Shot>>| read_request::target(addr, &authorization, shots);
     let closed = Load { connections: args.connections, duration, rate: None };
     let warm = Load { duration: Duration::from_secs(args.warmup), ..closed };
     // Each run also reports the server's CPU time per request, which other load on the
@@ -107,11 +101,10 @@ pub async fn run(
     let rss_idle = server.rss_bytes()?;
     eprintln!("pgbench, spread over {} tenants", args.tenants);
     let pgbench_tps =
-        baseline::pgbench(url, Spread::Tenants(args.tenants), args.connections, warm.duration, duration)
-            .await?;
+        pgbench::run(url, Spread::Tenants(args.tenants), args.connections, warm.duration, duration).await?;
     eprintln!("  {pgbench_tps:.0} tps");
     eprintln!("pgbench, one tenant");
-    let pgbench_one = baseline::pgbench(url, Spread::One, args.connections, warm.duration, duration).await?;
+    let pgbench_one = pgbench::run(url, Spread::One, args.connections, warm.duration, duration).await?;
     eprintln!("  {pgbench_one:.0} tps");
     eprintln!("GraphQL, spread");
     let sampler = server.sample_peak_rss()?;
@@ -194,18 +187,4 @@ pub async fn run(
         &figures,
     );
     Ok(())
-}
-
-/// One request per tenant in `range`, each asking for that tenant's bench project.
-fn shots(range: std::ops::Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
-    let shots = range
-        .map(|i| {
-            let body = json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } });
-            Ok(Shot {
-                tenant: HeaderValue::from_str(&setup::subdomain(i))?,
-                body: Bytes::from(serde_json::to_vec(&body)?),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Arc::new(shots))
 }

@@ -2,6 +2,7 @@
 //! own and the load generator does not share their runtime.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +18,24 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    /// Runs this executable with `args` and `envs`, `BIND` set to a free loopback port, and
-    /// waits until `GET /livez` answers.
-    pub async fn spawn(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+    /// Runs `exe` with `args` and `envs`, `BIND` set to a free loopback port, and waits until
+    /// `GET /livez` answers. With a `wrapper` (e.g. `["valgrind", "--tool=callgrind"]`) the
+    /// wrapper runs `exe`; it must exec it in-process, so the pid stays the server's.
+    pub async fn spawn(
+        exe: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> anyhow::Result<Self> {
         let addr = free_loopback_port()?;
-        let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
+        let mut command = match wrapper.split_first() {
+            Some((program, flags)) => {
+                let mut command = Command::new(program);
+                command.args(flags).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command
             .args(args)
             .env("BIND", addr.to_string())
@@ -30,14 +43,15 @@ impl ChildServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true);
-        let child = command.spawn().context("starting a server under test")?;
+        let child = command.spawn().with_context(|| format!("starting {}", exe.display()))?;
         let server = Self { child, addr };
         server.wait_ready().await?;
         Ok(server)
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        for _ in 0..300 {
+        // Generous: under valgrind start-up is some 50 times slower.
+        for _ in 0..1200 {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(self.addr).await {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 stream

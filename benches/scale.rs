@@ -1,39 +1,52 @@
-//! `tenantry bench scale`: operations over many tenants (10,000 by default): provisioning, a
+//! `cargo bench --bench scale`: operations over many tenants (10,000 by default): provisioning, a
 //! no-op `tenantry migrate`, a new `alter table … add column` migration, and PostgreSQL backend
 //! memory after touching every tenant, with and without connection retirement.
 
+#[allow(dead_code, reason = "each bench target uses its own part of the shared harness")]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::Parser;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
-
-use super::report::{self, Figure, mib};
-use super::setup;
-use crate::db::migrate::{MigrationSet, migrate_tenants};
-use crate::db::{Retire, SchemaName, TenantTx, build_pool_retiring};
+use support::report::{self, Figure, mib};
+use support::{BenchDb, Common, setup};
+use tenantry::db::migrate::{MigrationSet, migrate_tenants};
+use tenantry::db::{Retire, SchemaName, TenantTx, build_pool_retiring};
 
 /// The extra migration: refinery-style name and SQL. A high version keeps it clear of real ones.
 const NEW_MIGRATION: (&str, &str) =
     ("V9001__bench_add_column", "alter table projects add column bench_note text");
 
-#[derive(Debug, Args)]
-pub struct ScaleArgs {
+#[derive(Debug, Parser)]
+#[command(about = "Operations over many tenants: provisioning, migrate, backend memory")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
     /// Tenants to provision (created if missing) and operate on.
     #[arg(long, default_value_t = 10_000)]
-    pub tenants: usize,
+    tenants: usize,
     /// Tenants provisioned at once.
     #[arg(long, default_value_t = 4)]
-    pub provision_jobs: usize,
+    provision_jobs: usize,
     /// Tenants migrated at once (`tenantry migrate --jobs`).
     #[arg(long, default_value_t = 8)]
-    pub jobs: u16,
+    jobs: u16,
     /// Connections retire after this many uses in the bounded-memory run.
     #[arg(long, default_value_t = 1_000)]
-    pub retire_after: usize,
+    retire_after: usize,
 }
 
-pub async fn run(url: &str, pool: &Pool, args: ScaleArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    support::init_logs();
+    let args = Args::parse();
+    let db = BenchDb::open(&args.common).await?;
+    run(&db.url, &db.pool, args).await
+}
+
+async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     eprintln!("provisioning up to {} tenants", args.tenants);
     let setup =
@@ -104,7 +117,7 @@ fn ms(micros: u64) -> f64 {
 /// Wall time of `tenantry migrate --jobs N` as a separate process, start-up included.
 async fn timed_cli_migrate(url: &str, jobs: u16) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
-    let output = tokio::process::Command::new(std::env::current_exe()?)
+    let output = tokio::process::Command::new(support::tenantry_exe())
         .args(["migrate", "--json", "--jobs", &jobs.to_string()])
         .env("DATABASE_URL", url)
         .stdin(std::process::Stdio::null())

@@ -1,26 +1,11 @@
-//! The two baselines the GraphQL read is measured against: `pgbench` running the same SQL, and a
-//! plain axum + tokio-postgres handler (run as its own process, like the server) doing the same.
+//! The PostgreSQL-only baseline: `pgbench` running the SQL a tenant-scoped read sends.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use deadpool_postgres::Pool;
-use serde::Deserialize;
-use serde_json::json;
-use uuid::Uuid;
+use tenantry::db::SchemaName;
 
 use super::setup;
-use crate::db::{SchemaName, TenantTx, build_pool};
-
-/// The per-request query, as `projects::repo::find` sends it.
-const FIND_PROJECT: &str = "select * from projects where id = $1";
 
 /// Which tenants a run spreads its requests over.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +19,7 @@ pub enum Spread {
 /// pgbench's steady transactions per second for the same SQL, `clients` connections,
 /// pipelined: it runs `warmup + duration` and counts only the last `duration` (new connections
 /// start with cold catalog caches, which takes many seconds to fill over a thousand schemas).
-pub async fn pgbench(
+pub async fn run(
     url: &str,
     spread: Spread,
     clients: usize,
@@ -49,8 +34,9 @@ pub async fn pgbench(
     // as it gets, and the statements match what TenantTx sends.
     let script = format!(
         "{pick}\n\\startpipeline\nbegin;\nselect set_config('search_path', {schema}, true);\n\
-         select * from projects where id = {project};\ncommit;\n\\endpipeline\n",
+         {find} {project};\ncommit;\n\\endpipeline\n",
         schema = setup::pgbench_schema_expr(),
+        find = setup::FIND_PROJECT.trim_end_matches("$1"),
         project = setup::pgbench_project_expr(),
     );
     let path = std::env::temp_dir().join(format!("tenantry-bench-{}.sql", std::process::id()));
@@ -90,62 +76,4 @@ pub async fn pgbench(
         bail!("no progress lines in pgbench output:\n{stderr}");
     }
     Ok(per_second.iter().sum::<f64>() / per_second.len() as f64)
-}
-
-struct Plain {
-    pool: Pool,
-    /// Subdomain → schema, built at start (the server's equivalent is its moka cache).
-    schemas: HashMap<String, SchemaName>,
-}
-
-#[derive(Deserialize)]
-struct PlainRequest {
-    variables: PlainVariables,
-}
-
-#[derive(Deserialize)]
-struct PlainVariables {
-    id: Uuid,
-}
-
-/// Serves the plain baseline on `bind` until killed: `POST /graphql` taking the same request the
-/// GraphQL server gets, running the same SQL, answering the same JSON shape.
-pub async fn serve_plain(
-    url: &str,
-    bind: SocketAddr,
-    tenants: usize,
-    pool_size: usize,
-) -> anyhow::Result<()> {
-    let schemas =
-        (0..tenants).map(|i| (setup::subdomain(i), SchemaName::for_tenant(setup::tenant_id(i)))).collect();
-    let state = Arc::new(Plain { pool: build_pool(url, pool_size)?, schemas });
-    let router = axum::Router::new()
-        .route("/graphql", post(plain_read))
-        .route("/livez", axum::routing::get(|| async { "ok" }))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    axum::serve(listener, router).await?;
-    Ok(())
-}
-
-async fn plain_read(
-    State(state): State<Arc<Plain>>,
-    headers: HeaderMap,
-    Json(request): Json<PlainRequest>,
-) -> Result<Json<serde_json::Value>, StatusCode> {
-    let schema = headers
-        .get("x-tenant")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|sub| state.schemas.get(sub))
-        .ok_or(StatusCode::NOT_FOUND)?;
-    let internal = |_| StatusCode::INTERNAL_SERVER_ERROR;
-    let mut tx = TenantTx::begin_single(&state.pool, schema).await.map_err(internal)?;
-    let row = tx
-        .query_opt(FIND_PROJECT, &[&request.variables.id])
-        .await
-        .map_err(internal)?
-        .ok_or(StatusCode::NOT_FOUND)?;
-    tx.commit().await.map_err(internal)?;
-    let (id, name): (Uuid, String) = (row.get("id"), row.get("name"));
-    Ok(Json(json!({ "data": { "project": { "id": id, "name": name } } })))
 }

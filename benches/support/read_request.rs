@@ -1,0 +1,66 @@
+//! The read every read-path bench sends: `project(id)` of a bench tenant, as the bench user,
+//! to `tenantry serve` (started here with the bench's JWT secret) or to the plain baseline.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use serde_json::json;
+use tenantry::auth::token::TokenKeys;
+
+use super::load::{Shot, Target};
+use super::server::ChildServer;
+use super::setup;
+
+/// The read the server answers: one project of the tenant, authenticated.
+pub const QUERY: &str = "query($id: ID!) { project(id: $id) { id name } }";
+/// Both servers answer a found project with a body starting like this.
+pub const OK_PREFIX: &[u8] = b"{\"data\":{\"project\":{";
+/// A throwaway secret shared by the harness (which signs) and the server under test.
+const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+/// `tenantry serve` on the bench database; `envs` add to or override the defaults, `wrapper`
+/// (e.g. valgrind) runs it if given.
+pub async fn spawn_server(
+    url: &str,
+    pool_size: usize,
+    envs: &[(&str, &str)],
+    wrapper: &[&str],
+) -> anyhow::Result<ChildServer> {
+    let pool_size = pool_size.to_string();
+    let mut all = vec![
+        ("DATABASE_URL", url),
+        ("DB_POOL_SIZE", pool_size.as_str()),
+        ("JWT_SECRET", JWT_SECRET),
+        ("LOG_FORMAT", "json"),
+    ];
+    all.extend_from_slice(envs);
+    ChildServer::spawn(super::tenantry_exe(), &["serve"], &all, wrapper).await
+}
+
+/// `Authorization: Bearer <token>` for the bench user, signed with the server's secret.
+pub fn authorization() -> anyhow::Result<HeaderValue> {
+    let token = TokenKeys::new(JWT_SECRET.as_bytes()).issue(setup::USER_ID).map_err(|e| e.into_anyhow())?;
+    Ok(HeaderValue::from_str(&format!("Bearer {token}"))?)
+}
+
+/// A target on `addr` that sends `shots`, expecting a found project.
+pub fn target(addr: SocketAddr, authorization: &HeaderValue, shots: &Arc<Vec<Shot>>) -> Target {
+    Target { addr, authorization: authorization.clone(), shots: shots.clone(), expect_prefix: OK_PREFIX }
+}
+
+/// One request per tenant in `range`, each asking for that tenant's bench project.
+pub fn shots(range: Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
+    let shots = range
+        .map(|i| {
+            let body = json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } });
+            Ok(Shot {
+                tenant: HeaderValue::from_str(&setup::subdomain(i))?,
+                body: Bytes::from(serde_json::to_vec(&body)?),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Arc::new(shots))
+}
