@@ -41,6 +41,7 @@ async fn maintain(state: AppState) {
             Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
         }
         state.sign_in_throttle.prune();
+        crate::usage::prune(&state).await;
     }
 }
 
@@ -66,9 +67,13 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
             }
         }
         notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
-            Some((Ok(tenant), Ok(user))) => state.members.forget(tenant, user).await,
+            Some((Ok(tenant), Ok(user))) => {
+                state.members.forget(tenant, user).await;
+                state.usage.gauges.members_changed(tenant).await;
+            }
             _ => state.members.clear(),
         },
+        notify::USAGE => state.usage.on_notice(&payload),
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
         notify::TENANT_MIGRATED => {
             // The tenant's next load carries its new migration version, and requests key their
@@ -223,11 +228,15 @@ impl Application {
         let upkeep = tokio::spawn(maintain(self.state.clone()));
         let dunning = tokio::spawn(crate::billing::run_dunning(self.state.clone()));
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
+        let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
         let draining = std::sync::Arc::new(tokio::sync::Notify::new());
         let signalled = {
             let draining = draining.clone();
+            let state = self.state.clone();
             async move {
                 shutdown.await;
+                // Open websockets would hold the graceful shutdown open: ask them to close.
+                state.usage.live.shut_down();
                 draining.notify_one();
             }
         };
@@ -246,6 +255,12 @@ impl Application {
         upkeep.abort();
         dunning.abort();
         lag.abort();
+        flusher.abort();
+        // Every request that got a response has been counted: write the counts before exiting.
+        match self.state.usage.flush_all(&self.state.pool).await {
+            Ok(()) => tracing::info!("usage flushed"),
+            Err(err) => tracing::error!(error = ?err, "usage could not be flushed before exit; counts lost"),
+        }
         self.bus.abort();
         self.state.pool.close();
         self.database.close().await?;

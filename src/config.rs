@@ -114,6 +114,9 @@ pub struct Config {
     /// Seconds a request may take before it is answered 408 (subscriptions are not affected).
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
+    /// How often (milliseconds) in-memory usage counts are written to the database.
+    #[arg(long, env = "USAGE_FLUSH_MS", default_value_t = 1000, global = true)]
+    pub usage_flush_ms: u64,
 
     /// Serve the GraphiQL playground at /playground. Unset: on in development, off in production.
     #[arg(long, env = "PLAYGROUND", global = true)]
@@ -205,6 +208,7 @@ impl Config {
             metrics_token: None,
             memory_limit_mb: None,
             request_timeout_secs: 30,
+            usage_flush_ms: 100,
             playground: None,
             db_connections_per_request: 2,
             tenant_cache_ttl_secs: 60,

@@ -38,6 +38,9 @@ pub enum AppError {
     BillingUnavailable(String),
     /// `RATE_LIMITED`, 429, with `Retry-After` in seconds.
     RateLimited { retry_after_secs: u64 },
+    /// `QUOTA_EXCEEDED`, 429: the plan's monthly API requests are used up; `Retry-After` is the
+    /// time until the quota resets.
+    QuotaExceeded { limit: i64, plan: String, retry_after_secs: u64 },
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -75,6 +78,7 @@ impl AppError {
             Self::Conflict { .. } => "CONFLICT",
             Self::BillingUnavailable(_) => "BILLING_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -92,7 +96,7 @@ impl AppError {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BillingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +140,10 @@ impl AppError {
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry in {retry_after_secs} s")
             }
+            Self::QuotaExceeded { limit, plan, retry_after_secs } => format!(
+                "this tenant has used the {limit} API requests of its {plan} plan for this month; \
+                 upgrade the plan, or retry when the quota resets in {retry_after_secs} s"
+            ),
             Self::Internal(_) => "internal error; it has been logged".to_owned(),
         }
     }
@@ -154,11 +162,28 @@ impl AppError {
         }
     }
 
+    /// Seconds a client should wait before retrying, for refusals that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } | Self::QuotaExceeded { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+
     /// The GraphQL-shaped body used for failures before GraphQL runs.
     pub fn graphql_body(&self) -> serde_json::Value {
         let mut extensions = json!({ "code": self.code() });
         if let Some(field) = self.field() {
             extensions["field"] = json!(field);
+        }
+        if let Some(seconds) = self.retry_after() {
+            extensions["retryAfter"] = json!(seconds);
+        }
+        if let Self::QuotaExceeded { limit, plan, .. } = self {
+            extensions["limit"] = json!(limit);
+            extensions["plan"] = json!(plan);
         }
         json!({ "errors": [{ "message": self.message(), "extensions": extensions }] })
     }
@@ -175,6 +200,11 @@ impl From<AppError> for async_graphql::Error {
             }
             match &err {
                 AppError::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                AppError::QuotaExceeded { limit, plan, retry_after_secs } => {
+                    ext.set("retryAfter", *retry_after_secs);
+                    ext.set("limit", *limit);
+                    ext.set("plan", plan.as_str());
+                }
                 AppError::FeatureNotInPlan { feature, plan, cheapest } => {
                     ext.set("feature", *feature);
                     ext.set("plan", plan.as_str());
@@ -198,8 +228,8 @@ impl IntoResponse for AppError {
         self.log_if_internal();
         let content_type = [(header::CONTENT_TYPE, "application/graphql-response+json")];
         let mut response = (self.status(), content_type, axum::Json(self.graphql_body())).into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

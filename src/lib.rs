@@ -21,3 +21,4 @@ pub mod secrets;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod usage;

@@ -21,6 +21,7 @@ use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
 use crate::tenancy::resolve::TenantCache;
+use crate::usage::Usage;
 
 /// Shared, cheaply cloned application state.
 #[derive(Clone)]
@@ -61,6 +62,8 @@ pub struct Inner {
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,
     pub request_timeout: Duration,
+    /// Request counts, quotas, rate limits, gauges and live usage.
+    pub usage: Usage,
     /// Whether `/playground` is served.
     pub playground: bool,
     /// Stripe client and billing settings.
@@ -109,6 +112,7 @@ impl AppState {
                 .map(|mb| mb * 1024 * 1024)
                 .or_else(crate::health::cgroup_memory_limit),
             request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
             playground: config.playground_enabled(),
             billing: Billing::from_config(config)?,
         })))

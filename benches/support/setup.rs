@@ -91,6 +91,15 @@ pub async fn ensure_tenants(
             tracing::warn!(created, "bench tenants provisioned");
         }
     }
+    // Load at thousands of requests a second needs a plan without the free plan's 5 requests a
+    // second and 1,000 a month (enterprise: no rate limit, no quota; requests are still counted).
+    pool.get()
+        .await?
+        .execute(
+            "update control.tenants set plan = 'enterprise' where id = any($1) and plan <> 'enterprise'",
+            &[&ids],
+        )
+        .await?;
     Ok(SetupReport { created, total: started.elapsed(), per_tenant })
 }
 

@@ -21,10 +21,12 @@ pub const TENANT_CHANGED: &str = "tenant_changed";
 pub const MEMBER_CHANGED: &str = "member_changed";
 /// Payload: the key's prefix. An API key was revoked.
 pub const API_KEY_CHANGED: &str = "api_key_changed";
+/// Payload: cluster usage totals after a flush (see `usage::live::encode`).
+pub const USAGE: &str = "usage";
 /// Payload: the tenant id. `migrate` committed new migrations in the tenant's schema, so
 /// statements prepared against its old tables must go.
 pub const TENANT_MIGRATED: &str = "tenant_migrated";
-const CHANNELS: [&str; 4] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED];
+const CHANNELS: [&str; 5] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED, USAGE];
 
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

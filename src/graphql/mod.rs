@@ -5,7 +5,7 @@ pub mod documents;
 pub mod guards;
 pub mod scalars;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
 use crate::audit::graphql::AuditQuery;
@@ -17,8 +17,9 @@ use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::secrets::graphql::{SecretMutation, SecretQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
+use crate::usage::graphql::{UsageQuery, UsageSubscription};
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     AuditQuery,
     ProjectQuery,
     SecretQuery,
+    UsageQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -44,9 +46,12 @@ pub struct MutationRoot(
     SecretMutation,
 );
 
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(UsageSubscription);
+
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .limit_depth(16)
         .limit_complexity(2_000)
         .finish()

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::HttpState;
 use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve;
+use crate::usage::RateHeaders;
 
 pub async fn handler(
     State(http): State<HttpState>,
@@ -56,13 +57,39 @@ pub async fn handler(
         span.record("graphql.type", type_label(*ty));
         span.record("graphql.operation", name.as_str());
     }
-    if method == Method::GET && operation.as_ref().is_some_and(|(ty, _)| *ty == OperationType::Mutation) {
+    let mutation = operation.as_ref().is_some_and(|(ty, _)| *ty == OperationType::Mutation);
+    if method == Method::GET && mutation {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let ctx = RequestCtx::new(state.clone(), tenant, caller);
+    let ctx = RequestCtx::new(state.clone(), tenant.clone(), caller);
+    // Requests a tenant answers for (its members' and its API keys') are counted and limited;
+    // anyone else's fail in the resolvers without touching the tenant's quota.
+    let metered = match tenant {
+        Some(access) if state.usage.metering() && ctx.role().await.is_ok() => Some(access),
+        _ => None,
+    };
+    let mut limits = None;
+    if let Some(access) = &metered {
+        match state.usage.admit(&state.pool, access).await {
+            Ok(headers) => limits = headers,
+            Err(refusal) => {
+                let mut response = refusal.error.into_response();
+                if let Some(headers) = refusal.headers {
+                    set_rate_headers(&mut response, headers);
+                }
+                return response;
+            }
+        }
+    }
     let mut response = http.schema.execute(request.data(ctx)).await;
+    if let Some(access) = &metered
+        && mutation
+    {
+        // Its storage is measured again shortly (never per request).
+        state.usage.gauges.written(access.tenant.id);
+    }
     // A document that failed to parse or validate never executed: a request error, HTTP 400.
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
@@ -76,8 +103,13 @@ pub async fn handler(
     count_operation(operation.map(|(ty, _)| ty), &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
-        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body))
-            .into_response();
+        let mut response =
+            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body))
+                .into_response();
+        if let Some(headers) = limits {
+            set_rate_headers(&mut response, headers);
+        }
+        return response;
     }
     let retry_after = rate_limited(&response);
     let mut http = GraphQLResponse::from(response).into_response();
@@ -86,7 +118,18 @@ pub async fn handler(
         *http.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         http.headers_mut().insert(header::RETRY_AFTER, seconds.into());
     }
+    if let Some(headers) = limits {
+        set_rate_headers(&mut http, headers);
+    }
     http
+}
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the window resets).
+fn set_rate_headers(response: &mut Response, limits: RateHeaders) {
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", limits.limit.into());
+    headers.insert("x-ratelimit-remaining", limits.remaining.into());
+    headers.insert("x-ratelimit-reset", limits.reset_secs.into());
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";

@@ -5,6 +5,7 @@ mod hardening;
 mod metrics;
 pub mod observe;
 mod playground;
+mod ws;
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -49,6 +50,7 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
+        .route("/graphql/ws", get(ws::handler))
         .route("/api/health", get(health::api_health))
         .route("/api/stripe/webhook", post(crate::billing::webhook::handler))
         .route("/livez", get(health::livez))

@@ -188,7 +188,9 @@ mod tests {
         assert_eq!((free.price_cents, free.limits.max_members), (0, Some(3)));
         assert_eq!(catalog.get("pro").unwrap().limits.max_storage_bytes, Some(100 * 1024 * 1024 * 1024));
         assert_eq!(catalog.get("enterprise").unwrap().limits.max_members, None);
-        assert_eq!(catalog.cheapest_with(Feature::CustomDomain).unwrap().id, "pro");
+        assert_eq!(catalog.cheapest_with(Feature::CustomDomain).unwrap().id, "enterprise");
+        assert_eq!(catalog.cheapest_with(Feature::UnlimitedApi).unwrap().id, "pro");
+        assert!(free.features.contains(&Feature::ApiAccess));
         assert_eq!(catalog.cheapest_with(Feature::Sla).unwrap().id, "enterprise");
     }
 

@@ -9,6 +9,7 @@ use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::RoleGuard;
 use crate::members::Role;
+use crate::usage::graphql::StorageRoomGuard;
 
 const MAX_PAGE: i32 = 100;
 
@@ -75,7 +76,7 @@ pub struct ProjectMutation;
 
 #[Object]
 impl ProjectMutation {
-    #[graphql(guard = "RoleGuard::at_least(Role::Member)")]
+    #[graphql(guard = "RoleGuard::at_least(Role::Member).and(StorageRoomGuard)")]
     async fn create_project(
         &self,
         ctx: &Context<'_>,
@@ -92,7 +93,7 @@ impl ProjectMutation {
     }
 
     /// Changes the given fields of a project; omitted fields keep their value.
-    #[graphql(guard = "RoleGuard::at_least(Role::Member)")]
+    #[graphql(guard = "RoleGuard::at_least(Role::Member).and(StorageRoomGuard)")]
     async fn update_project(
         &self,
         ctx: &Context<'_>,

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{As, TestApp, error_code, project_names, spawn_app};
+use crate::helpers::{As, TestApp, error_code, project_names, scratch_dir, spawn_app, spawn_app_with};
 
 const CREATE_KEY: &str =
     "mutation($n: String!, $r: Role!) { createApiKey(name: $n, role: $r) { key apiKey { id prefix role } } }";
@@ -97,9 +97,23 @@ async fn a_revoked_or_forged_api_key_is_refused_and_a_viewer_key_cannot_write() 
     assert_eq!(error_code(&body), Some("UNAUTHENTICATED"), "{body}");
 }
 
+/// A catalog whose free plan lacks `api_access` (the shipped free plan has it).
+const NO_API_FREE: &str = r#"
+[plans.free]
+name = "Free"
+price_cents = 0
+features = []
+[plans.pro]
+name = "Pro"
+price_cents = 2999
+features = ["api_access"]
+"#;
+
 #[tokio::test]
 async fn api_keys_need_a_plan_with_api_access_and_an_owner_key_is_refused() {
-    let app = spawn_app().await;
+    let plans = scratch_dir().join("plans.toml");
+    std::fs::write(&plans, NO_API_FREE).unwrap();
+    let app = spawn_app_with(|c| c.plans_file = Some(plans)).await;
     let ann = app.sign_up("ann").await;
     app.create_tenant(&ann, "acme").await;
     let body = create_key(&app, &ann, "acme", "MEMBER").await;
@@ -113,6 +127,17 @@ async fn api_keys_need_a_plan_with_api_access_and_an_owner_key_is_refused() {
     app.set_plan("acme", "free").await;
     let (_, body) = app.graphql(As::user(&key), "{ projects { name } }", json!({})).await;
     assert_eq!(error_code(&body), Some("FEATURE_NOT_IN_PLAN"), "{body}");
+}
+
+#[tokio::test]
+async fn a_free_tenant_can_create_an_api_key() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("ann").await;
+    app.create_tenant(&ann, "acme").await;
+    app.create_project(&ann, "acme", "launch").await;
+    let key = key_of(&create_key(&app, &ann, "acme", "MEMBER").await);
+    let (_, body) = app.graphql(As::user(&key), "{ projects { name } }", json!({})).await;
+    assert_eq!(project_names(&body), ["launch"]);
 }
 
 #[tokio::test]

@@ -341,12 +341,17 @@ impl TestApp {
 
 /// A `tenantry serve` child process on the same database: another replica.
 pub struct ServerProcess {
-    child: std::process::Child,
+    pub child: std::process::Child,
     pub address: String,
 }
 
 impl ServerProcess {
     pub async fn start(db_url: &str) -> Self {
+        Self::start_with(db_url, &[]).await
+    }
+
+    /// Starts `tenantry serve` with extra environment variables.
+    pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let secret = tenantry::config::Config::for_tests(None, scratch_dir()).jwt_secret.unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
@@ -356,6 +361,7 @@ impl ServerProcess {
             .env("DATA_DIR", scratch_dir())
             .env("JWT_SECRET", secret)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("starting a second server");

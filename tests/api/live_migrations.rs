@@ -45,6 +45,8 @@ async fn migrations_applied_by_another_process_under_load_fail_no_request() {
     for tenant in tenants {
         let token = app.sign_up(tenant).await;
         app.create_tenant(&token, tenant).await;
+        // Sustained load exceeds free's 5 requests a second; pro has `unlimited_api`.
+        app.set_plan(tenant, "pro").await;
         app.create_project(&token, tenant, "first").await;
         tokens.push(token);
     }

@@ -15,6 +15,8 @@ async fn a_hundred_concurrent_requests_over_five_tenants_each_see_only_their_ten
     for tenant in tenants {
         let token = app.sign_up(tenant).await;
         app.create_tenant(&token, tenant).await;
+        // Twenty requests at once would exceed free's 5 a second; pro has `unlimited_api`.
+        app.set_plan(tenant, "pro").await;
         for n in 0..3 {
             app.create_project(&token, tenant, &format!("{tenant}/{n}")).await;
         }
@@ -53,6 +55,8 @@ async fn five_hundred_aliased_projects_in_one_request_leave_other_tenants_served
     let (ann, bob) = (app.sign_up("ann").await, app.sign_up("bob").await);
     app.create_tenant(&ann, "acme").await;
     app.create_tenant(&bob, "globex").await;
+    // globex is asked in a loop: more than free's 5 requests a second.
+    app.set_plan("globex", "pro").await;
     app.create_project(&ann, "acme", "a").await;
     app.create_project(&bob, "globex", "g").await;
     let aliases: Vec<String> = (0..500).map(|i| format!("p{i}: projects(first: 1) {{ id }}")).collect();
@@ -89,7 +93,8 @@ async fn five_hundred_aliased_projects_in_one_request_leave_other_tenants_served
     assert!(status == 200 && body.get("errors").is_none(), "{body}");
     assert_eq!(body["data"].as_object().map(|data| data.len()), Some(500));
     assert!(served >= 1);
-    // The big request's share (2) plus the other tenant's one request at a time.
+    // The big request's share (2), the other tenant's one request at a time, and the usage
+    // flusher's one connection (every 100 ms in tests).
     let most = most_in_use.load(Ordering::Relaxed);
-    assert!(most <= 3, "{most} pooled connections were in use at once");
+    assert!(most <= 4, "{most} pooled connections were in use at once");
 }
