@@ -74,6 +74,8 @@ async fn a_viewer_cannot_write_tenant_data_and_a_role_change_applies_at_once() {
 async fn members_cannot_manage_members_and_a_removed_member_loses_access_at_once() {
     let app = spawn_app().await;
     let owner = owner(&app).await;
+    // More requests in a row than the free plan's burst allows: pro has no per-second limit.
+    app.set_plan("acme", "pro").await;
     let member = app.member_of(&owner, "acme", "member", "MEMBER").await;
     let other = app.member_of(&owner, "acme", "other", "VIEWER").await;
     let other_id = app.user_id(&other).await;

@@ -46,6 +46,15 @@ async fn mixed_tenant_load_through_pgbouncer_transaction_pooling_sees_no_foreign
     for tenant in tenants {
         owners.push(owner_of(&server, tenant).await);
     }
+    // A burst of 300 requests is above the free plan's rate limit: the tenants are on pro (no
+    // per-second limit), set before any of their requests loads the plan into a cache.
+    let pool = tenantry::db::build_pool(&db.url, 1).unwrap();
+    let client = pool.get().await.unwrap();
+    client.execute("update control.tenants set plan = 'pro'", &[]).await.unwrap();
+    // And tell the server, in case it had cached them already.
+    client.query("select pg_notify('tenant_changed', id::text) from control.tenants", &[]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(client);
 
     // Reads and writes of five tenants interleaved: 12 client connections share 3 servers.
     let requests = (0..300).map(|i| {
