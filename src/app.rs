@@ -180,9 +180,14 @@ impl Application {
         let router = crate::http::router(self.state.clone());
         let upkeep = tokio::spawn(maintain(self.state.clone()));
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
+        let supervisor = self.database.embedded.as_ref().and_then(EmbeddedPostgres::supervisor);
+        let supervisor = supervisor.map(|s| tokio::spawn(s.watch()));
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
         upkeep.abort();
         lag.abort();
+        if let Some(supervisor) = supervisor {
+            supervisor.abort();
+        }
         self.bus.abort();
         self.state.pool.close();
         self.database.close().await?;

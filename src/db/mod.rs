@@ -9,6 +9,7 @@ pub mod pg_bin;
 mod pool;
 mod schema_name;
 pub mod script;
+pub mod supervise;
 mod tenant_tx;
 
 pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};

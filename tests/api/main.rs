@@ -19,6 +19,7 @@ mod mail;
 mod members;
 mod migration_locks;
 mod migrations;
+mod outage;
 mod plans;
 mod playground;
 mod product;
