@@ -107,6 +107,11 @@ pub struct Config {
     /// Attempts per tenant when a migration's lock times out (with backoff between them).
     #[arg(long, env = "MIGRATION_LOCK_RETRIES", default_value_t = 10, global = true)]
     pub migration_lock_retries: usize,
+
+    /// Where `verifyDomain` connects for given domains instead of resolving them, as
+    /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
+    #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
+    pub domain_check_hosts: Vec<String>,
 }
 
 impl Config {
@@ -133,6 +138,7 @@ impl Config {
             api_key_cache_ttl_secs: 60,
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
+            domain_check_hosts: Vec::new(),
             data_dir,
         }
     }

@@ -18,6 +18,7 @@ use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
+use crate::tenancy::domain_proof::DomainProof;
 use crate::tenancy::resolve::TenantCache;
 
 /// Shared, cheaply cloned application state.
@@ -48,6 +49,8 @@ pub struct Inner {
     pub started_at: Instant,
     /// Whether `/playground` is served.
     pub playground: bool,
+    /// Checks custom-domain claims (`verifyDomain`).
+    pub domain_proof: DomainProof,
 }
 
 impl Deref for AppState {
@@ -83,6 +86,7 @@ impl AppState {
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
             playground: config.playground_enabled(),
+            domain_proof: DomainProof::new(&config.domain_check_hosts)?,
         })))
     }
 }

@@ -5,6 +5,7 @@ mod bench_guard;
 #[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
 #[path = "../../benches/support/mod.rs"]
 mod bench_support;
+mod domains;
 mod embedded;
 mod export;
 mod freshness;
