@@ -7,7 +7,7 @@
 #
 #   scripts/bench.sh                    # B1–B5 at 1,000 tenants, cache, 10,000-tenant operations,
 #                                       # instructions per request (callgrind)
-#   TENANTS=200 DURATION=5 scripts/bench.sh read
+#   TENANTS=200 DURATION=5 scripts/bench.sh read    # a smoke run: TENANTS=20 DURATION=1 WARMUP=1
 #   SCALE_TENANTS=2000 scripts/bench.sh scale
 #   scripts/bench.sh cache | scripts/bench.sh instructions
 set -euo pipefail
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 TENANTS=${TENANTS:-1000}
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-15}
 SCALE_TENANTS=${SCALE_TENANTS:-10000}
 JOBS=${JOBS:-8}
 INSTR_TENANTS=${INSTR_TENANTS:-100}
@@ -56,8 +57,8 @@ export RUST_LOG=${RUST_LOG:-warn}
 if [ "$what" = all ] || [ "$what" = read ]; then
   ensure_db tenantry_bench
   quiet_postgres
-  echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench read -- --tenants $TENANTS --duration $DURATION"
-  DATABASE_URL=$PGURL/tenantry_bench bench read --tenants "$TENANTS" --duration "$DURATION"
+  echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench read -- --tenants $TENANTS --duration $DURATION --warmup $WARMUP"
+  DATABASE_URL=$PGURL/tenantry_bench bench read --tenants "$TENANTS" --duration "$DURATION" --warmup "$WARMUP"
 fi
 if [ "$what" = all ] || [ "$what" = cache ]; then
   ensure_db tenantry_cache

@@ -70,9 +70,9 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
         },
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
         notify::TENANT_MIGRATED => {
-            // Statements are cached per connection and schema; the caches cannot be searched
-            // by schema, so all go (each is prepared again on its next use).
-            state.pool.manager().statement_caches.clear();
+            // The tenant's next load carries its new migration version, and requests key their
+            // cached statements by it: the old statements are never used again (the size cap
+            // evicts them), and every other tenant's stay cached.
             match payload.parse() {
                 Ok(id) => state.access.invalidate(id).await,
                 Err(_) => state.access.clear(),
@@ -128,7 +128,12 @@ pub struct Application {
     state: AppState,
     database: Database,
     bus: JoinHandle<()>,
+    extra_routes: axum::Router,
 }
+
+/// How long in-flight requests get to finish after a shutdown signal before the process stops
+/// anyway (Kubernetes' default grace period is 30 s; this leaves time to flush and close).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -158,7 +163,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (set BIND to another address)", config.bind))?;
-        Ok(Self { listener, state, database, bus })
+        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -169,21 +174,50 @@ impl Application {
         &self.state
     }
 
+    /// Adds the embedding application's own routes (REST endpoints, webhooks of its own). They
+    /// are served with the same request ids, logs, metrics, CORS, headers and panic handling.
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.extra_routes = self.extra_routes.merge(routes);
+        self
+    }
+
     /// Serves until Ctrl-C or SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` resolves, drains in-flight requests, then releases the database.
+    /// Serves until `shutdown` resolves: stops accepting, lets in-flight requests finish (for
+    /// up to `DRAIN_TIMEOUT`), then stops background work and releases the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
-        let router = crate::http::router(self.state.clone());
+        let router = crate::http::router_with(self.state.clone(), self.extra_routes);
         let upkeep = tokio::spawn(maintain(self.state.clone()));
+        let dunning = tokio::spawn(crate::billing::run_dunning(self.state.clone()));
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
         let supervisor = self.database.embedded.as_ref().and_then(EmbeddedPostgres::supervisor);
         let supervisor = supervisor.map(|s| tokio::spawn(s.watch()));
-        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?;
+        let draining = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signalled = {
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                draining.notify_one();
+            }
+        };
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signalled);
+        let deadline = async {
+            draining.notified().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            served = serve => served?,
+            () = deadline => tracing::warn!(
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "requests still running after the drain timeout; stopping anyway"
+            ),
+        }
         upkeep.abort();
+        dunning.abort();
         lag.abort();
         if let Some(supervisor) = supervisor {
             supervisor.abort();

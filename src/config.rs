@@ -47,8 +47,9 @@ pub struct Config {
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", global = true)]
     pub app_env: AppEnv,
 
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
-    pub log_format: LogFormat,
+    /// Log lines as `json` or `pretty`. Unset: pretty on a terminal, JSON otherwise.
+    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
 
     /// Outgoing mail: `log` (development), `file:<dir>`, or `smtp://user:pass@host:port`.
     #[arg(long, env = "MAILER", default_value = "log", global = true, hide_env_values = true)]
@@ -77,6 +78,42 @@ pub struct Config {
     /// Maximum pooled database connections per process.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32, global = true)]
     pub db_pool_size: usize,
+
+    /// Base64 of 32 random bytes: the key stored secrets are encrypted with. Unset in
+    /// development: generated into DATA_DIR; required when APP_ENV=production.
+    #[arg(long, env = "MASTER_ENCRYPTION_KEY", global = true, hide_env_values = true)]
+    pub master_encryption_key: Option<String>,
+
+    /// Previous master keys (comma-separated base64), still accepted for reading until
+    /// `tenantry keys rotate` has re-encrypted everything under MASTER_ENCRYPTION_KEY.
+    #[arg(long, env = "OLD_ENCRYPTION_KEYS", value_delimiter = ',', global = true, hide_env_values = true)]
+    pub old_encryption_keys: Vec<String>,
+
+    /// `transaction` when DATABASE_URL points at PgBouncer in transaction pooling mode: no
+    /// prepared statement outlives its transaction, and LISTEN uses DATABASE_DIRECT_URL.
+    #[arg(long, env = "DATABASE_POOLER", value_enum, default_value = "none", global = true)]
+    pub database_pooler: Pooler,
+
+    /// A direct (not pooled) PostgreSQL URL for LISTEN. Required with DATABASE_POOLER=transaction.
+    #[arg(long, env = "DATABASE_DIRECT_URL", global = true)]
+    pub database_direct_url: Option<String>,
+
+    /// Browser origins allowed to call the API (comma-separated, or `*`). Empty: same origin only.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// When set, `GET /metrics` requires `Authorization: Bearer <METRICS_TOKEN>`.
+    #[arg(long, env = "METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Memory budget in MiB; the health check's memory status turns unhealthy past 90 % of it.
+    /// Unset: the cgroup's limit (memory.max) when there is one.
+    #[arg(long, env = "MEMORY_LIMIT_MB", global = true)]
+    pub memory_limit_mb: Option<u64>,
+
+    /// Seconds a request may take before it is answered 408 (subscriptions are not affected).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub request_timeout_secs: u64,
 
     /// Serve the GraphiQL playground at /playground. Unset: on in development, off in production.
     #[arg(long, env = "PLAYGROUND", global = true)]
@@ -108,10 +145,44 @@ pub struct Config {
     #[arg(long, env = "MIGRATION_LOCK_RETRIES", default_value_t = 10, global = true)]
     pub migration_lock_retries: usize,
 
+    /// Stripe secret API key (`sk_…`). Unset: checkout and the portal answer BILLING_UNAVAILABLE.
+    #[arg(long, env = "STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Webhook signing secrets (`whsec_…`), comma-separated while rotating.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Base URL of the Stripe API (tests point it at a local fake).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", global = true)]
+    pub stripe_api_base: String,
+
+    /// Origins checkout and portal redirect URLs may point to, comma-separated.
+    /// Unset: the origin of PUBLIC_URL.
+    #[arg(long, env = "BILLING_ALLOWED_ORIGINS", global = true)]
+    pub billing_allowed_origins: Option<String>,
+
+    /// Seconds a tenant may stay past due after a failed payment before it is suspended.
+    #[arg(long, env = "BILLING_GRACE_SECS", default_value_t = 7 * 24 * 3600, global = true)]
+    pub billing_grace_secs: u64,
+
+    /// Seconds between checks for tenants whose grace period is over.
+    #[arg(long, env = "BILLING_CHECK_INTERVAL_SECS", default_value_t = 300, global = true)]
+    pub billing_check_interval_secs: u64,
+
     /// Where `verifyDomain` connects for given domains instead of resolving them, as
     /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
     #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
     pub domain_check_hosts: Vec<String>,
+}
+
+/// What sits between tenantry and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pooler {
+    /// Direct connections (or a session-mode pooler): statements are prepared once per connection.
+    None,
+    /// PgBouncer `pool_mode = transaction`.
+    Transaction,
 }
 
 impl Config {
@@ -123,7 +194,7 @@ impl Config {
             base_domain: "localhost".into(),
             jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
             app_env: AppEnv::Development,
-            log_format: LogFormat::Json,
+            log_format: Some(LogFormat::Json),
             mailer: format!("file:{}", data_dir.join("mail").display()),
             mail_from: "tenantry <no-reply@localhost>".into(),
             public_url: "http://app.test".into(),
@@ -131,6 +202,14 @@ impl Config {
             tenant_purge_after_days: 30,
             plans_file: None,
             db_pool_size: 16,
+            master_encryption_key: None,
+            old_encryption_keys: Vec::new(),
+            database_pooler: Pooler::None,
+            database_direct_url: None,
+            cors_origins: Vec::new(),
+            metrics_token: None,
+            memory_limit_mb: None,
+            request_timeout_secs: 30,
             playground: None,
             db_connections_per_request: 2,
             tenant_cache_ttl_secs: 60,
@@ -139,6 +218,12 @@ impl Config {
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
             domain_check_hosts: Vec::new(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com/".into(),
+            billing_allowed_origins: None,
+            billing_grace_secs: 7 * 24 * 3600,
+            billing_check_interval_secs: 300,
             data_dir,
         }
     }
@@ -160,6 +245,23 @@ impl Config {
             bail!("JWT_SECRET is not set; it is required when APP_ENV=production");
         }
         dev_secret(&self.data_dir, "jwt_secret")
+    }
+}
+
+impl Config {
+    /// The keyring: MASTER_ENCRYPTION_KEY (or, in development, a key generated into DATA_DIR)
+    /// plus OLD_ENCRYPTION_KEYS.
+    pub fn keyring(&self) -> anyhow::Result<crate::crypto::Keyring> {
+        let current = match &self.master_encryption_key {
+            Some(key) => key.clone(),
+            None if self.app_env == AppEnv::Production => {
+                bail!(
+                    "MASTER_ENCRYPTION_KEY is not set; it is required when APP_ENV=production (generate one with `openssl rand -base64 32`)"
+                )
+            }
+            None => B64.encode(dev_secret(&self.data_dir, "master_encryption_key")?),
+        };
+        crate::crypto::Keyring::from_base64(&current, &self.old_encryption_keys)
     }
 }
 
@@ -208,6 +310,14 @@ mod tests {
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn production_without_a_master_encryption_key_refuses_to_start() {
+        let mut config = Config::for_tests(None, std::env::temp_dir());
+        config.app_env = AppEnv::Production;
+        let err = config.keyring().err().unwrap().to_string();
+        assert!(err.contains("MASTER_ENCRYPTION_KEY"), "{err}");
     }
 
     #[test]

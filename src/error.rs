@@ -33,6 +33,9 @@ pub enum AppError {
     Validation { field: &'static str, message: String },
     /// `CONFLICT`, 409: a unique value is already taken.
     Conflict { field: &'static str, message: String },
+    /// `BILLING_UNAVAILABLE`, 503: billing is not configured, or the payment provider failed
+    /// or refused; the message says which (never a secret or a payload).
+    BillingUnavailable(String),
     /// `RATE_LIMITED`, 429, with `Retry-After` in seconds.
     RateLimited { retry_after_secs: u64 },
     /// `DATABASE_UNAVAILABLE`, 503, with `Retry-After`: PostgreSQL cannot be reached right now.
@@ -75,6 +78,7 @@ impl AppError {
             Self::PlanLimitExceeded { .. } => "PLAN_LIMIT_EXCEEDED",
             Self::Validation { .. } => "VALIDATION",
             Self::Conflict { .. } => "CONFLICT",
+            Self::BillingUnavailable(_) => "BILLING_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -93,6 +97,7 @@ impl AppError {
             Self::NotFound(_) | Self::TenantNotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::BillingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +117,7 @@ impl AppError {
         match self {
             Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::TenantNotFound(m) => m.clone(),
+            Self::TenantNotFound(m) | Self::BillingUnavailable(m) => m.clone(),
             Self::TenantSuspended => {
                 "this tenant is suspended; its owner can contact support to reactivate it".to_owned()
             }

@@ -12,7 +12,9 @@ use deadpool_postgres::Pool;
 use crate::api_keys::ApiKeyCache;
 use crate::auth::throttle::SignInThrottle;
 use crate::auth::token::TokenKeys;
+use crate::billing::Billing;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
@@ -29,6 +31,8 @@ pub struct Inner {
     pub pool: Pool,
     pub base_domain: String,
     pub tokens: TokenKeys,
+    /// Encrypts and decrypts stored secrets.
+    pub keys: Keyring,
     pub tenants: TenantCache,
     pub access: AccessCache,
     pub plans: PlanCatalog,
@@ -47,8 +51,17 @@ pub struct Inner {
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
+    /// Browser origins allowed by CORS (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
+    /// Memory budget the health check compares RSS with.
+    pub memory_limit_bytes: Option<u64>,
+    pub request_timeout: Duration,
     /// Whether `/playground` is served.
     pub playground: bool,
+    /// Stripe client and billing settings.
+    pub billing: Billing,
     /// Checks custom-domain claims (`verifyDomain`).
     pub domain_proof: DomainProof,
 }
@@ -71,6 +84,7 @@ impl AppState {
             pool,
             base_domain: config.base_domain.to_ascii_lowercase(),
             tokens: TokenKeys::new(&config.jwt_secret()?),
+            keys: config.keyring()?,
             tenants: TenantCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
             access: AccessCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
             plans,
@@ -85,7 +99,15 @@ impl AppState {
             sign_in_throttle: SignInThrottle::per_minute(10),
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
+            cors_origins: config.cors_origins.clone(),
+            metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
+            memory_limit_bytes: config
+                .memory_limit_mb
+                .map(|mb| mb * 1024 * 1024)
+                .or_else(crate::health::cgroup_memory_limit),
+            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
             playground: config.playground_enabled(),
+            billing: Billing::from_config(config)?,
             domain_proof: DomainProof::new(&config.domain_check_hosts)?,
         })))
     }

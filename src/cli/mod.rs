@@ -1,6 +1,8 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `schema`.
-//! Benchmarks are not part of the product: they live in `benches/` (see docs/BENCHMARKS.md).
+//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `keys rotate`,
+//! `schema`. Benchmarks are not part of the product: they live in `benches/` (docs/BENCHMARKS.md).
 
+mod billing;
+mod keys;
 mod migrate;
 mod tenants;
 
@@ -37,6 +39,12 @@ pub enum Command {
     /// Create, list, suspend, resume, migrate or delete tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Stripe billing: `sync-prices` creates the plans' products and prices in Stripe.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
+    /// Encryption keys: `keys rotate` re-encrypts stored secrets under MASTER_ENCRYPTION_KEY.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     Schema,
 }
@@ -55,6 +63,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = &cli.config;
             with_database(config, usize::from(args.jobs) + 2, |pool, _| migrate::run(pool, config, args))
                 .await
+        }
+        Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
+        Command::Keys(cmd) => {
+            let keys = cli.config.keyring()?;
+            with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await
         }
         Command::Tenants(cmd) => {
             let catalog = PlanCatalog::load(cli.config.plans_file.as_deref())?;

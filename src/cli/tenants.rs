@@ -1,12 +1,16 @@
 //! `tenantry tenants …`: operator commands on tenants.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use deadpool_postgres::Pool;
+use uuid::Uuid;
 
 use crate::audit::Actor;
+use crate::billing::model::BillingState;
+use crate::billing::repo as billing_repo;
 use crate::db::TenantTx;
 use crate::db::migrate::{LockPolicy, MigrationSet};
 use crate::error::AppError;
@@ -104,7 +108,9 @@ pub async fn run(
         TenantsCommand::List { json } => {
             let client = pool.get().await?;
             let tenants = repo::list_all(&client).await.map_err(AppError::into_anyhow)?;
-            print_list(&tenants, json)?;
+            let billing = billing_repo::list_states(&client).await.map_err(AppError::into_anyhow)?;
+            let billing = billing.into_iter().map(|b| (b.tenant_id, b)).collect();
+            print_list(&tenants, &billing, json)?;
         }
         TenantsCommand::Suspend { subdomain } => {
             tenancy::set_status(&pool, &subdomain, TenantStatus::Suspended)
@@ -165,29 +171,46 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
+fn print_list(tenants: &[Tenant], billing: &HashMap<Uuid, BillingState>, json: bool) -> anyhow::Result<()> {
+    let none = |t: &Tenant| BillingState::none(t.id);
     if json {
         let rows: Vec<_> = tenants
             .iter()
             .map(|t| {
+                let b = billing.get(&t.id).cloned().unwrap_or_else(|| none(t));
                 serde_json::json!({
                     "id": t.id, "name": t.name, "subdomain": t.subdomain, "domain": t.domain,
                     "plan": t.plan, "status": t.status.as_db(), "expires_at": t.expires_at,
                     "schema": t.schema.as_str(), "migration_version": t.migration_version,
                     "created_at": t.created_at, "deleted_at": t.deleted_at,
+                    "billing": {
+                        "status": b.status.as_str(), "current_period_end": b.current_period_end,
+                        "cancel_at_period_end": b.cancel_at_period_end, "past_due_since": b.past_due_since,
+                    },
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<24} {:<10} {:<10} {:>7}  name", "subdomain", "status", "plan", "version");
+    println!(
+        "{:<24} {:<10} {:<10} {:<10} {:<11} {:>7}  name",
+        "subdomain", "status", "plan", "billing", "period end", "version"
+    );
     for t in tenants {
+        let b = billing.get(&t.id).cloned().unwrap_or_else(|| none(t));
+        let mut period_end =
+            b.current_period_end.map(|at| at.format("%Y-%m-%d").to_string()).unwrap_or_default();
+        if b.cancel_at_period_end {
+            period_end.push('*');
+        }
         println!(
-            "{:<24} {:<10} {:<10} {:>7}  {}",
+            "{:<24} {:<10} {:<10} {:<10} {:<11} {:>7}  {}",
             t.subdomain,
             t.status.as_db(),
             t.plan,
+            b.status.as_str(),
+            period_end,
             t.migration_version,
             t.name
         );

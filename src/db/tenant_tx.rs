@@ -12,6 +12,10 @@
 //! under, which over many tenants costs more than the query itself. A statement prepared for
 //! one schema is only ever run under that schema, so its plan stays valid (and if it were not,
 //! PostgreSQL would still re-resolve the names: correctness never depends on the key).
+//!
+//! A request's transaction also keys its statements by the tenant's migration version
+//! (`at_version`): once `migrate` has moved a tenant on, its requests prepare fresh statements
+//! and never meet the old ones, while every other tenant's stay cached.
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::OwnedSemaphorePermit;
@@ -31,6 +35,8 @@ pub struct TenantTx {
     client: Option<Object>,
     /// The quoted schema, the whole of the transaction's search_path.
     search_path: String,
+    /// What statements are cached under: the schema, and its migration version if known.
+    cache_tag: String,
     state: State,
     /// Commit together with the first statement; a second statement is refused.
     single: bool,
@@ -60,13 +66,22 @@ impl TenantTx {
 
     async fn open(pool: &Pool, schema: &SchemaName, single: bool) -> Result<Self, AppError> {
         let client = pool.get().await?;
+        let search_path = schema.quoted();
         Ok(Self {
             client: Some(client),
-            search_path: schema.quoted(),
+            cache_tag: search_path.clone(),
+            search_path,
             state: State::Pending,
             single,
             turn: None,
         })
+    }
+
+    /// Caches this transaction's statements under the schema's migration `version`, so
+    /// statements prepared before a migration are not used after it.
+    pub fn at_version(mut self, version: i32) -> Self {
+        self.cache_tag = format!("{} v{version}", self.search_path);
+        self
     }
 
     /// Keeps `turn` (a request's permit to hold a connection) until the transaction ends.
@@ -129,8 +144,8 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
-        // The schema in a comment makes the cache key per schema; PostgreSQL ignores it.
-        let keyed = format!("/* {} */ {sql}", self.search_path);
+        // The schema (and version) in a comment makes the cache key per schema; PostgreSQL ignores it.
+        let keyed = format!("/* {} */ {sql}", self.cache_tag);
         match self.state {
             State::Finished => {
                 Err(AppError::internal(anyhow::anyhow!("a single-statement TenantTx ran a second statement")))

@@ -11,11 +11,12 @@ use uuid::Uuid;
 use crate::api_keys::{self, KeyCaller};
 use crate::audit::Actor;
 use crate::auth::token::TokenRejected;
-use crate::db::{SchemaName, TenantTx};
+use crate::db::TenantTx;
 use crate::error::AppError;
 use crate::members::Role;
 use crate::plans::{Feature, TenantAccess};
 use crate::state::AppState;
+use crate::tenancy::model::Tenant;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy)]
@@ -146,22 +147,24 @@ impl RequestCtx {
 
     /// A transaction on the tenant's schema, for members only. The one path to tenant data.
     pub async fn tenant_tx(&self) -> Result<TenantTx, AppError> {
-        let schema = self.member_schema().await?;
+        let tenant = self.member_tenant().await?;
         let turn = self.connection_turn().await?;
-        Ok(TenantTx::begin(&self.state.pool, schema).await?.holding(turn))
+        let tx = TenantTx::begin(&self.state.pool, &tenant.schema).await?;
+        Ok(tx.at_version(tenant.migration_version).holding(turn))
     }
 
     /// Like `tenant_tx`, for a resolver that runs exactly one statement: its commit rides in
     /// the same round trip (see `TenantTx::begin_single`).
     pub async fn tenant_tx_single(&self) -> Result<TenantTx, AppError> {
-        let schema = self.member_schema().await?;
+        let tenant = self.member_tenant().await?;
         let turn = self.connection_turn().await?;
-        Ok(TenantTx::begin_single(&self.state.pool, schema).await?.holding(turn))
+        let tx = TenantTx::begin_single(&self.state.pool, &tenant.schema).await?;
+        Ok(tx.at_version(tenant.migration_version).holding(turn))
     }
 
-    /// The tenant's schema, once the caller is known to be a member (or its API key).
-    async fn member_schema(&self) -> Result<&SchemaName, AppError> {
+    /// The tenant, once the caller is known to be a member (or its API key).
+    async fn member_tenant(&self) -> Result<&Tenant, AppError> {
         self.role().await?;
-        Ok(&self.tenant()?.tenant.schema)
+        Ok(&self.tenant()?.tenant)
     }
 }

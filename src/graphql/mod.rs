@@ -10,10 +10,12 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
 use crate::audit::graphql::AuditQuery;
 use crate::auth::graphql::{AuthMutation, AuthQuery};
+use crate::billing::graphql::BillingMutation;
 use crate::health::graphql::HealthQuery;
 use crate::members::graphql::{MemberMutation, MemberQuery};
 use crate::plans::graphql::PlanQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::secrets::graphql::{SecretMutation, SecretQuery};
 use crate::tenancy::graphql::{TenantMutation, TenantQuery};
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -28,10 +30,19 @@ pub struct QueryRoot(
     ApiKeyQuery,
     AuditQuery,
     ProjectQuery,
+    SecretQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(AuthMutation, TenantMutation, MemberMutation, ApiKeyMutation, ProjectMutation);
+pub struct MutationRoot(
+    AuthMutation,
+    TenantMutation,
+    MemberMutation,
+    ApiKeyMutation,
+    BillingMutation,
+    ProjectMutation,
+    SecretMutation,
+);
 
 /// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
 pub fn build_schema() -> AppSchema {

@@ -43,6 +43,21 @@ pub struct DatabaseCheck {
 pub struct MemoryCheck {
     pub status: &'static str,
     pub rss_bytes: Option<u64>,
+    /// MEMORY_LIMIT_MB, else the cgroup limit; `null` when neither is known.
+    pub limit_bytes: Option<u64>,
+}
+
+/// Past this share of the limit the memory check is unhealthy: the kernel's OOM killer is near.
+const MEMORY_HIGH_WATER: f64 = 0.9;
+
+impl MemoryCheck {
+    pub fn new(rss_bytes: Option<u64>, limit_bytes: Option<u64>) -> Self {
+        let ok = match (rss_bytes, limit_bytes) {
+            (Some(rss), Some(limit)) => (rss as f64) < limit as f64 * MEMORY_HIGH_WATER,
+            _ => true,
+        };
+        Self { status: status(ok), rss_bytes, limit_bytes }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -75,15 +90,15 @@ pub async fn report(state: &AppState) -> HealthReport {
         },
         None => None,
     };
-    let rss = rss_bytes();
+    let memory = MemoryCheck::new(rss_bytes(), state.memory_limit_bytes);
     HealthReport {
-        status: status(latency.is_some()),
+        status: status(latency.is_some() && memory.status == "healthy"),
         checks: Checks {
             database: DatabaseCheck {
                 status: status(latency.is_some()),
                 latency_ms: latency.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
             },
-            memory: MemoryCheck { status: "healthy", rss_bytes: rss },
+            memory,
             tenants: TenantsCheck {
                 status: status(counts.is_some()),
                 total: counts.map(|c| c.0),
@@ -101,6 +116,11 @@ pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// The cgroup v2 memory limit of this process, when it runs under one (`max` means none).
+pub fn cgroup_memory_limit() -> Option<u64> {
+    std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?.trim().parse().ok()
 }
 
 pub async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
@@ -131,5 +151,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 "migrations": migrations,
             })),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_unhealthy_past_ninety_percent_of_the_limit() {
+        assert_eq!(MemoryCheck::new(Some(800), Some(1000)).status, "healthy");
+        assert_eq!(MemoryCheck::new(Some(950), Some(1000)).status, "unhealthy");
+        assert_eq!(MemoryCheck::new(Some(950), None).status, "healthy");
     }
 }

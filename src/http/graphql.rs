@@ -47,9 +47,16 @@ pub async fn handler(
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
+    record_caller(tenant.as_deref().map(|t| t.tenant.id), &caller);
     // A query text seen before skips parsing (the cache is bounded).
     http.documents.attach(&mut request).await;
-    if method == Method::GET && is_mutation(&mut request) {
+    let operation = operation(&mut request);
+    if let Some((ty, name)) = &operation {
+        let span = tracing::Span::current();
+        span.record("graphql.type", type_label(*ty));
+        span.record("graphql.operation", name.as_str());
+    }
+    if method == Method::GET && operation.as_ref().is_some_and(|(ty, _)| *ty == OperationType::Mutation) {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
@@ -66,6 +73,7 @@ pub async fn handler(
             extensions.set("code", if err.path.is_empty() { "VALIDATION" } else { "INTERNAL" });
         }
     }
+    count_operation(operation.map(|(ty, _)| ty), &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
         return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body))
@@ -118,17 +126,73 @@ fn come_back_later(response: &async_graphql::Response) -> Option<(StatusCode, u6
         .or_else(|| with_code("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS))
 }
 
-/// Whether the operation the request would run is a mutation (GraphQL over HTTP forbids it on GET).
-fn is_mutation(request: &mut async_graphql::Request) -> bool {
-    let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return false;
+/// Puts the tenant and the caller on the request's span (so on its log line). Ids only.
+fn record_caller(tenant: Option<uuid::Uuid>, caller: &Caller) {
+    let span = tracing::Span::current();
+    if let Some(tenant) = tenant {
+        span.record("tenant.id", tracing::field::display(tenant));
+    }
+    match caller {
+        Caller::User(user) => {
+            span.record("user.id", tracing::field::display(user));
+        }
+        Caller::ApiKey(key) => {
+            span.record("api_key.id", tracing::field::display(key.id));
+        }
+        Caller::Anonymous | Caller::Rejected(_) => {}
+    }
+}
+
+/// The type of the operation the request would run, and its name: the operation's own name,
+/// else its first root field. Both come from the parsed document, never from free text. With
+/// several operations and none chosen, a mutation among them counts (GET must refuse it).
+fn operation(request: &mut async_graphql::Request) -> Option<(OperationType, String)> {
+    use async_graphql::parser::types::{OperationDefinition, Selection};
+    let chosen = request.operation_name.clone();
+    let doc = request.parsed_query().ok()?;
+    let describe = |name: Option<&str>, op: &OperationDefinition| {
+        let first_field = op.selection_set.node.items.iter().find_map(|item| match &item.node {
+            Selection::Field(field) => Some(field.node.name.node.as_str()),
+            _ => None,
+        });
+        let name: String = name.or(first_field).unwrap_or("anonymous").chars().take(64).collect();
+        (op.ty, name)
     };
     match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
-        DocumentOperations::Multiple(ops) => match name {
-            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Mutation),
-            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+        // The parser keeps no name for a lone operation.
+        DocumentOperations::Single(op) => Some(describe(None, &op.node)),
+        DocumentOperations::Multiple(ops) => match chosen {
+            Some(chosen) => {
+                ops.get_key_value(chosen.as_str()).map(|(name, op)| describe(Some(name.as_str()), &op.node))
+            }
+            None => ops
+                .iter()
+                .find(|(_, op)| op.node.ty == OperationType::Mutation)
+                .or_else(|| ops.iter().next())
+                .map(|(name, op)| describe(Some(name.as_str()), &op.node)),
         },
+    }
+}
+
+fn type_label(ty: OperationType) -> &'static str {
+    match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
+}
+
+/// `graphql_operations_total{type,outcome}` and `graphql_errors_total{code}`.
+fn count_operation(ty: Option<OperationType>, response: &async_graphql::Response) {
+    use crate::telemetry::metrics as m;
+    let ty = ty.map_or("unknown", type_label);
+    let outcome = if response.errors.is_empty() { "ok" } else { "error" };
+    metrics::counter!(m::GRAPHQL_OPERATIONS, "type" => ty, "outcome" => outcome).increment(1);
+    for err in &response.errors {
+        let code = err.extensions.as_ref().and_then(|ext| match ext.get("code") {
+            Some(async_graphql::Value::String(code)) => Some(code.as_str()),
+            _ => None,
+        });
+        metrics::counter!(m::GRAPHQL_ERRORS, "code" => m::code_label(code)).increment(1);
     }
 }

@@ -1,18 +1,15 @@
 //! The HTTP surface: routes and middleware.
 
 mod graphql;
+mod hardening;
+mod metrics;
+pub mod observe;
 mod playground;
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::http::{Request, StatusCode};
-use axum::routing::get;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-
 use axum::extract::FromRef;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::graphql::documents::DocumentCache;
 use crate::graphql::{AppSchema, build_schema};
@@ -36,29 +33,37 @@ impl FromRef<HttpState> for AppState {
 }
 
 pub fn router(app: AppState) -> Router {
-    let state =
-        HttpState { app, schema: build_schema(), documents: std::sync::Arc::new(DocumentCache::new(1_000)) };
-    // Spans carry the path only: query strings (GET /graphql) can hold variables and secrets.
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request.id = request_id)
-    });
+    router_with(app, Router::new())
+}
+
+/// The router with `extra` routes merged in (an embedding application's own REST routes); they
+/// get the same request ids, logs, metrics, CORS, headers, timeout and panic handling.
+pub fn router_with(app: AppState, extra: Router) -> Router {
+    // Installed before the first request, so every metric is described from the start.
+    crate::telemetry::metrics::handle();
+    let cors = hardening::cors(&app.cors_origins);
+    let state = HttpState {
+        app: app.clone(),
+        schema: build_schema(),
+        documents: std::sync::Arc::new(DocumentCache::new(1_000)),
+    };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/api/health", get(health::api_health))
+        .route("/api/stripe/webhook", post(crate::billing::webhook::handler))
         .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics));
     if state.app.playground {
         routes = routes.merge(playground::routes());
     }
     routes
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(trace)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .merge(extra)
+        // Innermost first: a panic becomes a response before the headers, CORS and the request
+        // line see it; `observe` is outermost so its span and timing cover everything.
+        .layer(CatchPanicLayer::custom(observe::on_panic))
+        .layer(axum::middleware::from_fn(hardening::security_headers))
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(app, observe::observe))
 }

@@ -82,15 +82,20 @@ impl AccessCache {
         catalog: &PlanCatalog,
         id: Uuid,
     ) -> Result<Option<Arc<TenantAccess>>, AppError> {
-        self.cache
+        let mut hit = true;
+        let found = self
+            .cache
             .try_get_with(id, async {
+                hit = false;
                 self.loads.fetch_add(1, Ordering::Relaxed);
                 let client = pool.get().await?;
                 let tenant = repo::find_by_id(&client, id).await?;
                 Ok::<_, AppError>(tenant.map(|t| Arc::new(TenantAccess::new(t, catalog))))
             })
             .await
-            .map_err(|err| AppError::internal(anyhow::anyhow!("tenant access lookup: {err:?}")))
+            .map_err(|err| AppError::internal(anyhow::anyhow!("tenant access lookup: {err:?}")));
+        crate::telemetry::metrics::cache_lookup("access", hit);
+        found
     }
 
     /// How many times an access was loaded from the database (cache misses).

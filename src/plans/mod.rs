@@ -6,14 +6,15 @@ pub mod graphql;
 
 use std::collections::BTreeSet;
 
-use deadpool_postgres::Pool;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
 use serde::Deserialize;
 use uuid::Uuid;
 
 pub use self::access::{AccessCache, TenantAccess};
 pub use self::catalog::PlanCatalog;
 use crate::error::AppError;
-use crate::tenancy::model::Tenant;
+use crate::tenancy::model::{Tenant, TenantStatus};
 
 /// A feature flag a plan may include.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -97,36 +98,81 @@ impl Plan {
     }
 }
 
-/// Moves a tenant to another plan (operators; billing calls the same function). Downgrading
-/// below current usage is allowed: the tenant is then over limit, and growing writes are refused.
-#[tracing::instrument(skip_all, fields(tenant.id = %tenant_id, plan = plan_id))]
-pub async fn change_plan(
-    pool: &Pool,
+/// A change to what a tenant may do; `None` leaves that column as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantChange {
+    pub plan: Option<String>,
+    pub status: Option<TenantStatus>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl TenantChange {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The plan-change service: applies `change` inside the caller's transaction and announces it
+/// on `tenant_changed`, so every replica drops its cached access when the transaction commits.
+/// Operators (`set-plan`) and billing both change tenants only through here.
+#[tracing::instrument(skip_all, fields(tenant.id = %tenant_id))]
+pub async fn apply_change(
+    db: &impl GenericClient,
     catalog: &PlanCatalog,
     tenant_id: Uuid,
-    plan_id: &str,
-) -> Result<Tenant, AppError> {
-    if catalog.get(plan_id).is_none() {
+    change: &TenantChange,
+) -> Result<(), AppError> {
+    if let Some(plan) = &change.plan
+        && catalog.get(plan).is_none()
+    {
         let known: Vec<_> = catalog.all().map(|p| p.id.as_str()).collect();
         return Err(AppError::validation(
             "plan",
             format!("unknown plan; choose one of {}", known.join(", ")),
         ));
     }
+    let updated = db
+        .execute(
+            "update control.tenants set plan = coalesce($2, plan), status = coalesce($3, status),
+                 expires_at = case when $4 then $5 else expires_at end, updated_at = now()
+             where id = $1",
+            &[
+                &tenant_id,
+                &change.plan,
+                &change.status.map(TenantStatus::as_db),
+                &change.expires_at.is_some(),
+                &change.expires_at.flatten(),
+            ],
+        )
+        .await?;
+    if updated == 0 {
+        return Err(AppError::NotFound("tenant"));
+    }
+    crate::db::notify::tenant_changed(db, tenant_id).await?;
+    tracing::info!(
+        plan = change.plan.as_deref(),
+        status = change.status.map(TenantStatus::as_db),
+        "tenant changed"
+    );
+    Ok(())
+}
+
+/// Moves a tenant to another plan (operators; billing uses `apply_change` in its own
+/// transaction). Downgrading below current usage is allowed: the tenant is then over limit,
+/// and growing writes are refused.
+pub async fn change_plan(
+    pool: &Pool,
+    catalog: &PlanCatalog,
+    tenant_id: Uuid,
+    plan_id: &str,
+) -> Result<Tenant, AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            &format!(
-                "update control.tenants set plan = $2, updated_at = now() where id = $1 returning {}",
-                crate::tenancy::model::TENANT_COLUMNS
-            ),
-            &[&tenant_id, &plan_id],
-        )
-        .await?
-        .ok_or(AppError::NotFound("tenant"))?;
-    crate::db::notify::tenant_changed(&tx, tenant_id).await?;
+    let change = TenantChange { plan: Some(plan_id.to_owned()), ..TenantChange::default() };
+    apply_change(&tx, catalog, tenant_id, &change).await?;
+    let tenant =
+        crate::tenancy::repo::find_by_id(&tx, tenant_id).await?.ok_or(AppError::NotFound("tenant"))?;
     tx.commit().await?;
-    tracing::info!("tenant plan changed");
-    Tenant::from_row(&row)
+    Ok(tenant)
 }

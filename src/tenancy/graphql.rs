@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::domains::{self, CustomDomain};
 use super::model::TenantStatus;
 use super::repo;
+use crate::billing::graphql::BillingObject;
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::{FeatureGuard, RoleGuard};
@@ -64,6 +65,11 @@ impl TenantObject {
     /// The caller's role in this tenant.
     async fn role(&self) -> Option<Role> {
         self.role
+    }
+    /// The tenant's Stripe subscription, as Stripe last reported it.
+    async fn billing(&self, ctx: &Context<'_>) -> async_graphql::Result<BillingObject> {
+        let rc = ctx.data::<RequestCtx>()?;
+        Ok(crate::billing::graphql::billing_of(rc, self.access.tenant.id).await?)
     }
 }
 

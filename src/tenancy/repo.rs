@@ -184,6 +184,14 @@ pub async fn set_status(db: &impl GenericClient, id: Uuid, status: TenantStatus)
     Ok(changed == 1)
 }
 
+/// Tenants not deleted, by status (for the `tenants` gauge).
+pub async fn count_by_status(db: &impl GenericClient) -> Result<Vec<(String, i64)>, AppError> {
+    let rows = db
+        .query("select status, count(*) from control.tenants where deleted_at is null group by status", &[])
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
 pub async fn count(db: &impl GenericClient) -> Result<(i64, i64), AppError> {
     let row = db
         .query_one("select count(*), count(*) filter (where status = 'active') from control.tenants where deleted_at is null", &[])

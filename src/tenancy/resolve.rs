@@ -75,8 +75,11 @@ impl TenantCache {
     }
 
     pub async fn get(&self, pool: &Pool, key: &TenantKey) -> Result<Option<Uuid>, AppError> {
-        self.0
+        let mut hit = true;
+        let found = self
+            .0
             .try_get_with_by_ref(key, async {
+                hit = false;
                 let client = pool.get().await?;
                 let tenant = match key {
                     TenantKey::Subdomain(sub) => repo::find_by_subdomain(&client, sub).await?,
@@ -85,7 +88,9 @@ impl TenantCache {
                 Ok::<_, AppError>(tenant.map(|t| t.id))
             })
             .await
-            .map_err(|err| AppError::internal(anyhow::anyhow!("tenant lookup: {err:?}")))
+            .map_err(|err| AppError::internal(anyhow::anyhow!("tenant lookup: {err:?}")));
+        crate::telemetry::metrics::cache_lookup("tenant", hit);
+        found
     }
 
     /// Forgets one lookup (this replica only; other replicas hear `tenant_changed`).

@@ -119,6 +119,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_routes(configure, axum::Router::new()).await
+}
+
+/// A server with `routes` added through `Application::with_routes` (what an embedding app does).
+pub async fn spawn_app_with_routes(configure: impl FnOnce(&mut Config), routes: axum::Router) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         tenantry::telemetry::init(tenantry::config::LogFormat::Pretty);
     }
@@ -126,7 +131,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(Some(db.url.clone()), scratch_dir());
     configure(&mut config);
     let mail_dir = config.data_dir.join("mail");
-    let app = Application::build(config).await.expect("building the application");
+    let app = Application::build(config).await.expect("building the application").with_routes(routes);
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel();

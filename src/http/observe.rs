@@ -1,0 +1,159 @@
+//! Per-request observability: the request id, the request span, one log line per request, the
+//! HTTP metrics, the request timeout, and the answer to a handler that panicked.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, gauge, histogram};
+use tracing::Instrument;
+use tracing::field::Empty;
+use uuid::Uuid;
+
+use crate::state::AppState;
+use crate::telemetry::metrics as m;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// The request's id, in the request extensions for handlers that want to quote it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A client's `X-Request-ID` is kept when it is 1–64 characters of `[A-Za-z0-9._:-]` (enough
+/// for UUIDs, ULIDs and trace ids; nothing that could break a log line or a header).
+pub fn is_well_formed(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+/// Marks the response `CatchPanicLayer` made from a panic, so the request id can be added here.
+#[derive(Debug, Clone, Copy)]
+pub struct Panicked;
+
+/// Keeps `http_requests_in_flight` right even when the client goes away mid-request.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        gauge!(m::HTTP_IN_FLIGHT).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(m::HTTP_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// The middleware: everything the request does runs inside its span, so handlers record
+/// `tenant.id`, `user.id` and the GraphQL operation on it and they appear on the request's line.
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_well_formed(id))
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let id_header = HeaderValue::from_str(&request_id).expect("request ids are visible ASCII");
+    req.headers_mut().insert(X_REQUEST_ID, id_header.clone());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = method_label(req.method());
+    // The matched route, never the raw path: ids in paths would make unbounded label sets.
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request.id = %request_id,
+        http.method = method,
+        http.route = %route,
+        tenant.id = Empty,
+        user.id = Empty,
+        api_key.id = Empty,
+        graphql.operation = Empty,
+        graphql.type = Empty,
+    );
+    let in_flight = InFlight::start();
+    let run = tokio::time::timeout(state.request_timeout, next.run(req)).instrument(span.clone());
+    let mut response = match run.await {
+        Ok(response) => response,
+        Err(_) => timed_out(state.request_timeout.as_secs()),
+    };
+    drop(in_flight);
+    if response.extensions().get::<Panicked>().is_some() {
+        counter!(m::HTTP_PANICS).increment(1);
+        span.in_scope(|| tracing::error!("handler panicked; answered 500"));
+        response = panicked(&request_id);
+    }
+    response.headers_mut().insert(X_REQUEST_ID, id_header);
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    histogram!(m::HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+    let duration_ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
+    span.in_scope(|| tracing::info!(http.status = status, duration_ms, "request"));
+    response
+}
+
+/// Methods outside the standard set share one label value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn error_body(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, [(header::CONTENT_TYPE, "application/graphql-response+json")], axum::Json(body)).into_response()
+}
+
+fn timed_out(secs: u64) -> Response {
+    error_body(
+        StatusCode::REQUEST_TIMEOUT,
+        "INTERNAL",
+        format!("the request took longer than {secs} s and was stopped; retry it, or ask for less at once"),
+    )
+}
+
+fn panicked(request_id: &str) -> Response {
+    error_body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        format!("internal error; it has been logged with request id {request_id}"),
+    )
+}
+
+/// The `CatchPanicLayer` handler. The panic message is not sent: it may quote internal state.
+pub fn on_panic(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(Panicked);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_short_and_plain() {
+        assert!(is_well_formed("0f8fad5b-d9cb-469f-a165-70867728950e"));
+        assert!(is_well_formed("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(!is_well_formed(""));
+        assert!(!is_well_formed(&"a".repeat(65)));
+        assert!(!is_well_formed("id with spaces"));
+        assert!(!is_well_formed("id\"},{\"injected\":1"));
+        assert!(!is_well_formed("ünïcode"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The process-wide Prometheus recorder behind the `metrics` facade, and the metric names this
+//! module owns. Any module may emit through `metrics::counter!` and friends; `/metrics` shows all.
+//!
+//! Labels are bounded: route, method, status, operation type, outcome, cache, tenant status —
+//! never a tenant or user id (per-tenant figures belong in the usage report).
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
+pub const HTTP_PANICS: &str = "http_panics_total";
+pub const GRAPHQL_OPERATIONS: &str = "graphql_operations_total";
+pub const GRAPHQL_ERRORS: &str = "graphql_errors_total";
+pub const CACHE_LOOKUPS: &str = "cache_lookups_total";
+pub const DB_POOL_SIZE: &str = "db_pool_connections";
+pub const DB_POOL_IN_USE: &str = "db_pool_connections_in_use";
+pub const DB_POOL_MAX: &str = "db_pool_connections_max";
+pub const DB_POOL_WAITING: &str = "db_pool_waiting";
+pub const TENANTS: &str = "tenants";
+pub const RSS: &str = "process_resident_memory_bytes";
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 1 ms to 10 s.
+const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Installs the recorder once per process (servers built in one test process share it).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .expect("non-empty buckets")
+            .install_recorder()
+            .expect("the only metrics recorder in this process");
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, matched route and status");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by method and matched route");
+    describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being handled now");
+    describe_counter!(HTTP_PANICS, "handlers that panicked (answered 500)");
+    describe_counter!(GRAPHQL_OPERATIONS, "GraphQL operations, by type and outcome (ok | error)");
+    describe_counter!(GRAPHQL_ERRORS, "GraphQL errors returned, by extensions.code");
+    describe_counter!(CACHE_LOOKUPS, "cache lookups, by cache and result (hit | miss)");
+    describe_gauge!(DB_POOL_SIZE, "open pooled database connections");
+    describe_gauge!(DB_POOL_IN_USE, "pooled database connections checked out");
+    describe_gauge!(DB_POOL_MAX, "the pool's maximum size (DB_POOL_SIZE)");
+    describe_gauge!(DB_POOL_WAITING, "requests waiting for a pooled connection");
+    describe_gauge!(TENANTS, "tenants (not deleted), by status");
+    describe_gauge!(RSS, Unit::Bytes, "resident set size of this process");
+}
+
+/// The `extensions.code` values of the public contract; anything else is counted as `OTHER`.
+const CODES: [&str; 16] = [
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "TENANT_NOT_FOUND",
+    "TENANT_SUSPENDED",
+    "SUBSCRIPTION_EXPIRED",
+    "EMAIL_NOT_VERIFIED",
+    "PLAN_LIMIT_EXCEEDED",
+    "FEATURE_NOT_IN_PLAN",
+    "RATE_LIMITED",
+    "QUOTA_EXCEEDED",
+    "VALIDATION",
+    "CONFLICT",
+    "PAYLOAD_TOO_LARGE",
+    "DATABASE_UNAVAILABLE",
+    "INTERNAL",
+];
+
+/// A bounded label for an error code.
+pub fn code_label(code: Option<&str>) -> &'static str {
+    code.and_then(|code| CODES.iter().find(|known| **known == code)).copied().unwrap_or("OTHER")
+}
+
+/// Counts one cache lookup.
+pub fn cache_lookup(cache: &'static str, hit: bool) {
+    metrics::counter!(CACHE_LOOKUPS, "cache" => cache, "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+}
+
+/// Samples the gauges read at scrape time (pool, tenants, memory), then renders everything.
+pub async fn render(state: &AppState) -> String {
+    let pool = state.pool.status();
+    gauge!(DB_POOL_SIZE).set(pool.size as f64);
+    gauge!(DB_POOL_IN_USE).set(pool.size.saturating_sub(pool.available) as f64);
+    gauge!(DB_POOL_MAX).set(pool.max_size as f64);
+    gauge!(DB_POOL_WAITING).set(pool.waiting as f64);
+    if let Some(rss) = crate::health::rss_bytes() {
+        gauge!(RSS).set(rss as f64);
+    }
+    match tenants_by_status(state).await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                gauge!(TENANTS, "status" => status).set(count as f64);
+            }
+        }
+        Err(err) => tracing::warn!(error = ?err, "metrics: counting tenants failed"),
+    }
+    let handle = handle();
+    handle.run_upkeep();
+    handle.render()
+}
+
+async fn tenants_by_status(state: &AppState) -> anyhow::Result<Vec<(String, i64)>> {
+    use crate::tenancy::model::TenantStatus;
+    let client = state.pool.get().await?;
+    let mut counts = crate::tenancy::repo::count_by_status(&client).await.map_err(|e| e.into_anyhow())?;
+    // Every known status is reported, so a status that empties drops to 0 rather than going stale.
+    for status in [TenantStatus::Active, TenantStatus::Suspended, TenantStatus::Expired] {
+        if !counts.iter().any(|(s, _)| s == status.as_db()) {
+            counts.push((status.as_db().to_owned(), 0));
+        }
+    }
+    Ok(counts)
+}
