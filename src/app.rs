@@ -229,6 +229,8 @@ impl Application {
         let dunning = tokio::spawn(crate::billing::run_dunning(self.state.clone()));
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
         let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
+        let supervisor = self.database.embedded.as_ref().and_then(EmbeddedPostgres::supervisor);
+        let supervisor = supervisor.map(|s| tokio::spawn(s.watch()));
         let draining = std::sync::Arc::new(tokio::sync::Notify::new());
         let signalled = {
             let draining = draining.clone();
@@ -255,6 +257,9 @@ impl Application {
         upkeep.abort();
         dunning.abort();
         lag.abort();
+        if let Some(supervisor) = supervisor {
+            supervisor.abort();
+        }
         flusher.abort();
         // Every request that got a response has been counted: write the counts before exiting.
         match self.state.usage.flush_all(&self.state.pool).await {

@@ -172,6 +172,11 @@ pub struct Config {
     /// Seconds between checks for tenants whose grace period is over.
     #[arg(long, env = "BILLING_CHECK_INTERVAL_SECS", default_value_t = 300, global = true)]
     pub billing_check_interval_secs: u64,
+
+    /// Where `verifyDomain` connects for given domains instead of resolving them, as
+    /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
+    #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
+    pub domain_check_hosts: Vec<String>,
 }
 
 /// What sits between tenantry and PostgreSQL.
@@ -216,6 +221,7 @@ impl Config {
             api_key_cache_ttl_secs: 60,
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
+            domain_check_hosts: Vec::new(),
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com/".into(),

@@ -41,9 +41,14 @@ pub enum AppError {
     /// `QUOTA_EXCEEDED`, 429: the plan's monthly API requests are used up; `Retry-After` is the
     /// time until the quota resets.
     QuotaExceeded { limit: i64, plan: String, retry_after_secs: u64 },
+    /// `DATABASE_UNAVAILABLE`, 503, with `Retry-After`: PostgreSQL cannot be reached right now.
+    DatabaseUnavailable,
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
     Internal(anyhow::Error),
 }
+
+/// Seconds a client is asked to wait while the database is unreachable.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl AppError {
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
@@ -79,6 +84,7 @@ impl AppError {
             Self::BillingUnavailable(_) => "BILLING_UNAVAILABLE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -97,6 +103,7 @@ impl AppError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BillingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,6 +151,9 @@ impl AppError {
                 "this tenant has used the {limit} API requests of its {plan} plan for this month; \
                  upgrade the plan, or retry when the quota resets in {retry_after_secs} s"
             ),
+            Self::DatabaseUnavailable => {
+                format!("the database is unreachable right now; retry in {DATABASE_RETRY_AFTER_SECS} s")
+            }
             Self::Internal(_) => "internal error; it has been logged".to_owned(),
         }
     }
@@ -152,6 +162,18 @@ impl AppError {
         match self {
             Self::Validation { field, .. } | Self::Conflict { field, .. } => Some(field),
             _ => None,
+        }
+    }
+
+    /// An internal error caused by losing the database becomes `DatabaseUnavailable`, wherever
+    /// it was wrapped; called where the error leaves the server.
+    fn classified(self) -> Self {
+        match self {
+            Self::Internal(err) if is_outage(&err) => {
+                tracing::warn!(error = format!("{err:#}"), "database unavailable");
+                Self::DatabaseUnavailable
+            }
+            other => other,
         }
     }
 
@@ -168,6 +190,7 @@ impl AppError {
             Self::RateLimited { retry_after_secs } | Self::QuotaExceeded { retry_after_secs, .. } => {
                 Some(*retry_after_secs)
             }
+            Self::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -191,6 +214,7 @@ impl AppError {
 
 impl From<AppError> for async_graphql::Error {
     fn from(err: AppError) -> Self {
+        let err = err.classified();
         err.log_if_internal();
         use async_graphql::ErrorExtensions as _;
         async_graphql::Error::new(err.message()).extend_with(|_, ext| {
@@ -198,10 +222,11 @@ impl From<AppError> for async_graphql::Error {
             if let Some(field) = err.field() {
                 ext.set("field", field);
             }
+            if let Some(seconds) = err.retry_after() {
+                ext.set("retryAfter", seconds);
+            }
             match &err {
-                AppError::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
-                AppError::QuotaExceeded { limit, plan, retry_after_secs } => {
-                    ext.set("retryAfter", *retry_after_secs);
+                AppError::QuotaExceeded { limit, plan, .. } => {
                     ext.set("limit", *limit);
                     ext.set("plan", plan.as_str());
                 }
@@ -225,10 +250,11 @@ impl From<AppError> for async_graphql::Error {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        self.log_if_internal();
+        let err = self.classified();
+        err.log_if_internal();
         let content_type = [(header::CONTENT_TYPE, "application/graphql-response+json")];
-        let mut response = (self.status(), content_type, axum::Json(self.graphql_body())).into_response();
-        if let Some(seconds) = self.retry_after() {
+        let mut response = (err.status(), content_type, axum::Json(err.graphql_body())).into_response();
+        if let Some(seconds) = err.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
@@ -245,6 +271,36 @@ impl From<deadpool_postgres::PoolError> for AppError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         Self::Internal(err.into())
     }
+}
+
+/// Whether `err` (anywhere in its chain) says the database cannot be reached, as opposed to a
+/// statement failing: a refused or lost connection, a pool that cannot connect, or a server
+/// that is starting up or shutting down.
+pub fn is_outage(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        if let Some(pool) = cause.downcast_ref::<deadpool_postgres::PoolError>() {
+            use deadpool_postgres::PoolError;
+            return match pool {
+                PoolError::Timeout(_) | PoolError::Closed => true,
+                PoolError::Backend(pg) => pg_outage(pg),
+                _ => false,
+            };
+        }
+        cause.downcast_ref::<tokio_postgres::Error>().is_some_and(pg_outage)
+    })
+}
+
+fn pg_outage(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = err.as_db_error() {
+        let code = db.code();
+        // Class 08 (connection exception) and 57P01–57P03 (shutdown, crash, starting up).
+        return code.code().starts_with("08")
+            || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
+                .contains(code);
+    }
+    // Without a server message: the connection is closed, or I/O on it failed.
+    err.is_closed() || std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// The name of the constraint a database error violated, if any (for mapping to `CONFLICT`).

@@ -20,6 +20,7 @@ use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
+use crate::tenancy::domain_proof::DomainProof;
 use crate::tenancy::resolve::TenantCache;
 use crate::usage::Usage;
 
@@ -68,6 +69,8 @@ pub struct Inner {
     pub playground: bool,
     /// Stripe client and billing settings.
     pub billing: Billing,
+    /// Checks custom-domain claims (`verifyDomain`).
+    pub domain_proof: DomainProof,
 }
 
 impl Deref for AppState {
@@ -115,6 +118,7 @@ impl AppState {
             usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
             playground: config.playground_enabled(),
             billing: Billing::from_config(config)?,
+            domain_proof: DomainProof::new(&config.domain_check_hosts)?,
         })))
     }
 }

@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, bail};
 use nix::unistd::{Uid, User};
 
 use super::pg_bin::find_bin_dir;
+use super::supervise::Supervisor;
 
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or \
 under /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; \
@@ -28,12 +30,21 @@ pub enum Durability {
 /// A running private cluster. `stop` it (drop stops it too, as a fallback).
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
+    cluster: Cluster,
+    /// Only a cluster this process started is stopped (and supervised) by it; an adopted one
+    /// serves others too.
+    owned: bool,
+    /// Set once stopped on purpose; shared with the supervisor, which restarts only while unset.
+    stopped: Arc<Mutex<bool>>,
+}
+
+/// Where the cluster lives and how its programs are run.
+#[derive(Debug, Clone)]
+pub(super) struct Cluster {
     bin_dir: PathBuf,
     pgdata: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<User>,
-    /// Only a cluster this process started is stopped by it; an adopted one serves others too.
-    owned: bool,
 }
 
 impl EmbeddedPostgres {
@@ -53,37 +64,52 @@ impl EmbeddedPostgres {
         } else {
             None
         };
-        let mut pg = Self {
-            bin_dir,
-            pgdata: data_dir.join("postgres"),
-            socket_dir: data_dir.join("run"),
-            run_as,
-            owned: false,
-        };
-        let socket = pg.socket_dir.join(format!(".s.PGSQL.{PORT}"));
+        if let Some(user) = &run_as
+            && let Some(dir) = unreachable_ancestor(&data_dir, user.uid.as_raw(), user.gid.as_raw())
+        {
+            bail!(
+                "DATA_DIR {} is out of reach of the `postgres` OS user, which runs the embedded \
+                 PostgreSQL when tenantry runs as root: it cannot enter {}. Choose a DATA_DIR it \
+                 can reach (e.g. /var/lib/tenantry), or let it through with `chmod o+x {}`",
+                data_dir.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+        let cluster =
+            Cluster { bin_dir, pgdata: data_dir.join("postgres"), socket_dir: data_dir.join("run"), run_as };
+        let mut pg = Self { cluster, owned: false, stopped: Arc::new(Mutex::new(false)) };
+        let cl = &pg.cluster;
+        let socket = cl.socket_dir.join(format!(".s.PGSQL.{PORT}"));
         if socket.as_os_str().len() > 100 {
             bail!(
                 "DATA_DIR path is too long for a unix socket ({}); choose a shorter DATA_DIR",
                 socket.display()
             );
         }
-        pg.prepare_dirs()?;
-        if !pg.pgdata.join("PG_VERSION").exists() {
-            pg.initdb()?;
+        cl.prepare_dirs()?;
+        if !cl.pgdata.join("PG_VERSION").exists() {
+            cl.initdb()?;
         }
-        pg.write_settings(durability)?;
-        if pg.is_running() {
-            tracing::info!(pgdata = %pg.pgdata.display(), "adopting the running embedded PostgreSQL");
+        cl.write_settings(durability)?;
+        if cl.is_running() {
+            tracing::info!(pgdata = %cl.pgdata.display(), "adopting the running embedded PostgreSQL");
         } else {
-            pg.pg_ctl_start()?;
+            cl.pg_ctl_start()?;
             pg.owned = true;
         }
         Ok(pg)
     }
 
+    /// Restarts the cluster whenever it dies, until it is stopped; `None` for an adopted
+    /// cluster (its owner supervises it).
+    pub fn supervisor(&self) -> Option<Supervisor> {
+        self.owned.then(|| Supervisor::new(self.cluster.clone(), self.stopped.clone()))
+    }
+
     /// A libpq connection string for the socket, as the superuser `postgres`, database `dbname`.
     pub fn connection_string(&self, dbname: &str) -> String {
-        format!("host={} port={PORT} user=postgres dbname={dbname}", self.socket_dir.display())
+        format!("host={} port={PORT} user=postgres dbname={dbname}", self.cluster.socket_dir.display())
     }
 
     /// Stops the cluster if this process started it (fast shutdown: open transactions roll
@@ -93,8 +119,12 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.owned = false;
-        let out = self.run(self.pg_ctl().args(["stop", "-m", "fast", "-w", "-D"]).arg(&self.pgdata))?;
-        if !out.status.success() && self.is_running() {
+        // Held while stopping, so the supervisor cannot start the cluster again meanwhile.
+        let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        *stopped = true;
+        let cl = &self.cluster;
+        let out = cl.run(cl.pg_ctl().args(["stop", "-m", "fast", "-w", "-D"]).arg(&cl.pgdata))?;
+        if !out.status.success() && cl.is_running() {
             bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         tracing::info!("embedded PostgreSQL stopped");
@@ -102,9 +132,11 @@ impl EmbeddedPostgres {
     }
 
     pub fn pgdata(&self) -> &Path {
-        &self.pgdata
+        &self.cluster.pgdata
     }
+}
 
+impl Cluster {
     fn prepare_dirs(&self) -> anyhow::Result<()> {
         for dir in [&self.pgdata, &self.socket_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -151,13 +183,13 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    fn is_running(&self) -> bool {
+    pub(super) fn is_running(&self) -> bool {
         self.run(self.pg_ctl().args(["status", "-D"]).arg(&self.pgdata))
             .map(|out| out.status.success())
             .unwrap_or(false)
     }
 
-    fn pg_ctl_start(&self) -> anyhow::Result<()> {
+    pub(super) fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let log = self.socket_dir.join("postgres.log");
         let out = self.run(
             self.pg_ctl().args(["start", "-w", "-t", "60", "-l"]).arg(&log).arg("-D").arg(&self.pgdata),
@@ -198,6 +230,25 @@ impl EmbeddedPostgres {
     }
 }
 
+/// The first directory on the way to `path` (itself included) that user `uid`/`gid` may not
+/// enter, judged by its mode bits (supplementary groups are not considered).
+fn unreachable_ancestor(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ancestors: Vec<&Path> = path.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|dir| {
+        let meta = std::fs::metadata(dir).ok()?;
+        let search = if meta.uid() == uid {
+            0o100
+        } else if meta.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        (meta.mode() & search == 0).then(|| dir.to_owned())
+    })
+}
+
 /// The server binaries' directory, or the error that tells a person how to get them.
 fn locate(found: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     found.ok_or_else(|| anyhow::anyhow!(INSTALL_HINT))
@@ -219,5 +270,22 @@ mod tests {
     fn missing_binaries_say_how_to_install_them() {
         let err = locate(None).unwrap_err().to_string();
         assert!(err.contains("apt-get install postgresql") && err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_private_directory_on_the_way_is_found_for_another_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let base = std::env::temp_dir().join(format!("tenantry-reach-{}", std::process::id()));
+        let private = base.join("private");
+        let data = private.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let owner = std::fs::metadata(&private).unwrap();
+        let stranger = owner.uid().wrapping_add(4242);
+        let found = unreachable_ancestor(&data, stranger, owner.gid().wrapping_add(4242));
+        let for_owner = unreachable_ancestor(&data, owner.uid(), owner.gid());
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(found, Some(private));
+        assert_eq!(for_owner, None);
     }
 }

@@ -9,6 +9,7 @@ pub mod pg_bin;
 mod pool;
 mod schema_name;
 pub mod script;
+pub mod supervise;
 mod tenant_tx;
 pub mod unnamed;
 

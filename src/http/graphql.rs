@@ -111,11 +111,12 @@ pub async fn handler(
         }
         return response;
     }
-    let retry_after = rate_limited(&response);
+    let retry_after = come_back_later(&response);
     let mut http = GraphQLResponse::from(response).into_response();
-    // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429.
-    if let Some(seconds) = retry_after {
-        *http.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429, and a
+    // database outage met by a resolver an HTTP 503.
+    if let Some((status, seconds)) = retry_after {
+        *http.status_mut() = status;
         http.headers_mut().insert(header::RETRY_AFTER, seconds.into());
     }
     if let Some(headers) = limits {
@@ -149,18 +150,23 @@ fn request_error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body)).into_response()
 }
 
-/// `Retry-After` seconds if any error is `RATE_LIMITED`.
-fn rate_limited(response: &async_graphql::Response) -> Option<u64> {
-    response.errors.iter().find_map(|err| {
-        let ext = err.extensions.as_ref()?;
-        if ext.get("code") != Some(&async_graphql::Value::from("RATE_LIMITED")) {
-            return None;
-        }
-        match ext.get("retryAfter") {
-            Some(async_graphql::Value::Number(n)) => n.as_u64(),
-            _ => Some(60),
-        }
-    })
+/// The status and `Retry-After` seconds if any error is `DATABASE_UNAVAILABLE` (503, first) or
+/// `RATE_LIMITED` (429).
+fn come_back_later(response: &async_graphql::Response) -> Option<(StatusCode, u64)> {
+    let with_code = |code: &str, status: StatusCode| {
+        response.errors.iter().find_map(|err| {
+            let ext = err.extensions.as_ref()?;
+            if ext.get("code") != Some(&async_graphql::Value::from(code)) {
+                return None;
+            }
+            match ext.get("retryAfter") {
+                Some(async_graphql::Value::Number(n)) => n.as_u64().map(|s| (status, s)),
+                _ => Some((status, 60)),
+            }
+        })
+    };
+    with_code("DATABASE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+        .or_else(|| with_code("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS))
 }
 
 /// Puts the tenant and the caller on the request's span (so on its log line). Ids only.

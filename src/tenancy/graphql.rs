@@ -5,9 +5,11 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 
+use super::domains::{self, CustomDomain};
 use super::model::TenantStatus;
 use super::repo;
 use crate::billing::graphql::BillingObject;
+use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::{FeatureGuard, RoleGuard};
 use crate::members::Role;
@@ -37,9 +39,16 @@ impl TenantObject {
     async fn subdomain(&self) -> &str {
         &self.access.tenant.subdomain
     }
-    /// The tenant's custom domain, if any (needs the `custom_domain` feature to set).
+    /// The tenant's verified custom domain, the one requests are routed by (needs the
+    /// `custom_domain` feature to set).
     async fn domain(&self) -> Option<&str> {
         self.access.tenant.domain.as_deref()
+    }
+    /// The custom domain claimed last: pending with its proof instructions, or verified.
+    async fn custom_domain(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CustomDomain>> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let client = rc.state.pool.get().await.map_err(AppError::from)?;
+        Ok(domains::custom_domain(&client, self.access.tenant.id).await?)
     }
     async fn plan(&self) -> PlanObject {
         PlanObject(self.access.plan.clone())
@@ -123,11 +132,34 @@ impl TenantMutation {
         let rc = ctx.data::<RequestCtx>()?;
         let current = &rc.tenant()?.tenant;
         let mut tx = rc.tenant_tx().await?;
-        let base = &rc.state.base_domain;
+        let own_hosts = (rc.state.base_domain.as_str(), rc.state.public_url.as_str());
         let tenant =
-            super::update(&mut tx, base, rc.actor()?, current, name.as_deref(), domain.as_opt_deref())
+            super::update(&mut tx, own_hosts, rc.actor()?, current, name.as_deref(), domain.as_opt_deref())
                 .await?;
         tx.commit().await?;
+        let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
+        Ok(TenantObject { access, role: Some(rc.role().await?) })
+    }
+
+    /// Proves the claimed custom domain: `http://<domain>/.well-known/tenantry-challenge/<token>`
+    /// must answer 200 with exactly the token (see `Tenant.customDomain`). From then on
+    /// requests to the domain are routed to the tenant. OWNER or ADMIN.
+    #[graphql(guard = "RoleGuard::at_least(Role::Admin).and(FeatureGuard::new(Feature::CustomDomain))")]
+    async fn verify_domain(&self, ctx: &Context<'_>) -> async_graphql::Result<TenantObject> {
+        let rc = ctx.data::<RequestCtx>()?;
+        let tenant_id = rc.tenant()?.tenant.id;
+        let claim = {
+            let client = rc.state.pool.get().await.map_err(AppError::from)?;
+            domains::pending_claim(&client, tenant_id).await?
+        };
+        rc.state.domain_proof.check(&claim.0, &claim.1).await?;
+        let mut tx = rc.tenant_tx().await?;
+        let tenant = domains::mark_verified(&mut tx, rc.actor()?, tenant_id, &claim).await?;
+        tx.commit().await?;
+        // The notification reaches this replica a moment later; the caller's next request
+        // on the domain must already route.
+        rc.state.tenants.clear();
+        rc.state.access.invalidate(tenant_id).await;
         let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
         Ok(TenantObject { access, role: Some(rc.role().await?) })
     }

@@ -1,5 +1,7 @@
 //! Tenants: model, resolution, provisioning, lifecycle.
 
+pub mod domain_proof;
+pub mod domains;
 pub mod dump;
 mod dump_check;
 pub mod export;
@@ -48,23 +50,43 @@ pub async fn create_for_user(
     Ok(tenant)
 }
 
-/// Renames a tenant and/or changes its custom domain (`Some(None)` removes it), with its
-/// audit entry, in the tenant transaction.
+/// Renames a tenant and/or claims a custom domain (`Some(None)` removes it and any claim), with
+/// its audit entry, in the tenant transaction. A claimed domain is pending, with a fresh token,
+/// until `verifyDomain` proves it; the verified domain keeps routing meanwhile. Claiming the
+/// verified domain again drops a pending claim.
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant.id))]
 pub async fn update(
     tx: &mut TenantTx,
-    base_domain: &str,
+    own_hosts: (&str, &str),
     actor: Actor,
     tenant: &Tenant,
     name: Option<&str>,
     domain: Option<Option<&str>>,
 ) -> Result<Tenant, AppError> {
+    let (base_domain, public_url) = own_hosts;
     let name = name.map(TenantName::parse).transpose()?;
     let domain = domain.map(|d| d.map(|d| Domain::parse(d, base_domain)).transpose()).transpose()?;
+    if let Some(Some(claimed)) = &domain {
+        domain_proof::claimable(claimed, public_url)?;
+        let taken = tx
+            .query_opt(
+                "select 1 from control.tenants where domain = $1 and id <> $2",
+                &[&claimed.as_str(), &tenant.id],
+            )
+            .await?;
+        if taken.is_some() {
+            return Err(domains::taken());
+        }
+    }
+    let token = Uuid::new_v4().simple().to_string();
     let sql = format!(
         "update control.tenants set
              name = coalesce($2, name),
-             domain = case when $3 then $4 else domain end,
+             domain = case when $3 and $4::text is null then null else domain end,
+             pending_domain = case when not $3 then pending_domain
+                                   when $4::text = domain then null else $4::text end,
+             domain_token = case when not $3 then domain_token
+                                 when $4::text is null or $4::text = domain then null else $5 end,
              updated_at = now()
          where id = $1 returning {TENANT_COLUMNS}"
     );
@@ -76,6 +98,7 @@ pub async fn update(
                 &name.as_ref().map(TenantName::as_str),
                 &domain.is_some(),
                 &domain.as_ref().and_then(|d| d.as_ref().map(Domain::as_str)),
+                &token,
             ],
         )
         .await
@@ -90,7 +113,8 @@ pub async fn update(
             }
         })?;
     let updated = Tenant::from_row(&row)?;
-    let details = serde_json::json!({ "name": updated.name, "domain": updated.domain });
+    let claimed = domain.as_ref().map(|d| d.as_ref().map(Domain::as_str));
+    let details = serde_json::json!({ "name": updated.name, "domain": updated.domain, "claimed": claimed });
     audit::record(tx, actor, "tenant.updated", "tenant", &tenant.id.to_string(), details).await?;
     publish_in(tx, TENANT_CHANGED, &tenant.id.to_string()).await?;
     Ok(updated)

@@ -52,6 +52,7 @@ fn the_products_normal_dependency_tree_has_no_bench_only_crate() {
     for bench_only in ["hdrhistogram", "reqwest"] {
         assert!(!crates.contains(bench_only), "{bench_only} is in the product's dependencies");
     }
-    // The product's one HTTP client is async-stripe's (hyper + rustls), which talks to Stripe;
-    // the harness's own client crates above stay out.
+    // The product's HTTP clients are async-stripe's (hyper + rustls), which talks to Stripe,
+    // and hyper's HTTP/1 client, with which `verifyDomain` fetches challenge tokens; the
+    // harness's own client crates above stay out.
 }
