@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 
 use super::HttpState;
 use crate::error::AppError;
@@ -59,13 +58,38 @@ pub async fn handler(
         .on_upgrade(move |socket| serve(http, socket, protocol))
 }
 
-/// The `connection_init` payload.
-#[derive(Deserialize, Default)]
+/// The `connection_init` payload: `authorization` and `tenant`. Clients also send their HTTP
+/// header names in any case (GraphiQL merges its headers pane in: `Authorization`, `X-Tenant`), so
+/// keys are matched without case and `x-tenant` counts as `tenant`. Two keys for one field must
+/// agree, or the payload is ambiguous and refused.
+#[derive(Default, Debug, PartialEq)]
 struct Init {
-    #[serde(alias = "Authorization")]
     authorization: Option<String>,
-    #[serde(alias = "Tenant", alias = "x-tenant")]
     tenant: Option<String>,
+}
+
+impl Init {
+    fn parse(payload: &serde_json::Value) -> Result<Self, AppError> {
+        let mut init = Self::default();
+        let Some(fields) = payload.as_object() else { return Ok(init) };
+        for (key, value) in fields {
+            let (slot, field) = match key.to_ascii_lowercase().as_str() {
+                "authorization" => (&mut init.authorization, "authorization"),
+                "tenant" | "x-tenant" => (&mut init.tenant, "tenant"),
+                _ => continue,
+            };
+            let Some(value) = value.as_str() else {
+                return Err(AppError::validation(field, "must be a string"));
+            };
+            match slot {
+                Some(seen) if seen != value => {
+                    return Err(AppError::validation(field, "given twice with different values"));
+                }
+                _ => *slot = Some(value.to_owned()),
+            }
+        }
+        Ok(init)
+    }
 }
 
 async fn serve(http: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
@@ -139,7 +163,7 @@ fn truncate(mut reason: String) -> String {
 /// Authenticates a `connection_init` payload; the request context every subscription of the
 /// socket shares, or the close code and error.
 async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<Data, (u16, AppError)> {
-    let init: Init = serde_json::from_value(payload).unwrap_or_default();
+    let init = Init::parse(&payload).map_err(|err| (CLOSE_FORBIDDEN, err))?;
     let mut headers = HeaderMap::new();
     let header = |value: &str| {
         HeaderValue::from_str(value)
@@ -214,5 +238,28 @@ fn is_subscription(request: &mut async_graphql::Request) -> bool {
             Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Subscription),
             None => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Init;
+
+    #[test]
+    fn init_keys_match_without_case_and_header_names_count() {
+        let init = Init::parse(&json!({
+            "authorization": "Bearer a", "Authorization": "Bearer a", "X-Tenant": "acme", "other": 1
+        }))
+        .unwrap();
+        assert_eq!(init, Init { authorization: Some("Bearer a".into()), tenant: Some("acme".into()) });
+        assert_eq!(Init::parse(&json!(null)).unwrap(), Init::default());
+    }
+
+    #[test]
+    fn conflicting_or_non_string_values_are_refused() {
+        assert!(Init::parse(&json!({ "tenant": "a", "x-tenant": "b" })).is_err());
+        assert!(Init::parse(&json!({ "authorization": 5 })).is_err());
     }
 }

@@ -10,6 +10,7 @@ import { startServer, graphql, chromiumPath } from './server.js';
 const screenshots = resolve(import.meta.dirname, 'screenshots');
 let server;
 let browser;
+let token;
 const email = 'ann@example.com';
 const password = 'correct horse battery';
 
@@ -26,6 +27,7 @@ before(async () => {
     {},
     { authorization: `Bearer ${signUp.signUp.accessToken}` },
   );
+  token = signUp.signUp.accessToken;
   await graphql(
     server.url,
     'mutation { createProject(name: "Rocket") { id } }',
@@ -80,6 +82,31 @@ test('the playground signs in, runs a query on the tenant and shows the result',
   assert.match(await responseText(page), /"name": "Rocket"/);
   mkdirSync(screenshots, { recursive: true });
   await page.screenshot({ path: join(screenshots, 'query.png') });
+  assert.deepEqual(offsite, [], 'the playground fetched something from outside the server');
+  await page.close();
+});
+
+test('the playground subscribes to usageUpdated over /graphql/ws and shows a live update', async () => {
+  const subscription = 'subscription Usage { usageUpdated { period plan { id } metrics { metric value } } }';
+  const { page, offsite } = await openPlayground(subscription);
+  await signInThroughTheForm(page);
+  await page.click('.graphiql-execute-button');
+  // The subscription is open once the socket has been acknowledged; requests made from here on
+  // are counted, flushed (USAGE_FLUSH_MS) and pushed to the page.
+  const headers = { authorization: `Bearer ${token}`, 'x-tenant': 'acme' };
+  const deadline = Date.now() + 30_000;
+  let text = '';
+  while (!text.includes('api_requests')) {
+    assert.ok(Date.now() < deadline, `no usage update reached the page; the response pane shows: ${text}`);
+    await graphql(server.url, '{ projects { name } }', {}, headers);
+    await new Promise((r) => setTimeout(r, 500));
+    text = await responseText(page);
+  }
+  // The pane shows the editor's text (not exact JSON: fold markers and its close button).
+  assert.match(text, /"period": "MONTH"/);
+  const counted = text.match(/"metric": "api_requests",\s*"value": "?(\d+)/);
+  assert.ok(counted && Number(counted[1]) > 0, `api_requests should count the queries: ${text}`);
+  await page.screenshot({ path: join(screenshots, 'subscription.png') });
   assert.deepEqual(offsite, [], 'the playground fetched something from outside the server');
   await page.close();
 });
