@@ -2,10 +2,15 @@
 
 mod graphql;
 mod hardening;
+mod limits;
 mod metrics;
+mod negotiate;
 pub mod observe;
 mod playground;
+mod serve;
 mod ws;
+
+pub use serve::{EdgeLimits, serve};
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -13,7 +18,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::graphql::documents::DocumentCache;
-use crate::graphql::{AppSchema, build_schema};
+use crate::graphql::{AppSchema, build_schema_for};
 use crate::health;
 use crate::state::AppState;
 
@@ -45,8 +50,8 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     let cors = hardening::cors(&app.cors_origins);
     let state = HttpState {
         app: app.clone(),
-        schema: build_schema(),
-        documents: std::sync::Arc::new(DocumentCache::new(1_000)),
+        schema: build_schema_for(app.edge.introspection),
+        documents: std::sync::Arc::new(DocumentCache::new(16 * 1024 * 1024)),
     };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
@@ -62,8 +67,12 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     routes
         .with_state(state)
         .merge(extra)
-        // Innermost first: a panic becomes a response before the headers, CORS and the request
-        // line see it; `observe` is outermost so its span and timing cover everything.
+        // Innermost first: bodies and headers are bounded before any handler reads them (the
+        // limit is ours, so axum's own is off); a panic becomes a response before the headers,
+        // CORS and the request line see it; `observe` is outermost so its span and timing
+        // cover everything.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(app.clone(), limits::limit))
         .layer(CatchPanicLayer::custom(observe::on_panic))
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
