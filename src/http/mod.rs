@@ -14,6 +14,7 @@ pub use serve::{EdgeLimits, serve};
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -67,6 +68,9 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     routes
         .with_state(state)
         .merge(extra)
+        // Unknown paths and methods get the same GraphQL-shaped body as every other refusal.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: bodies and headers are bounded before any handler reads them (the
         // limit is ours, so axum's own is off); a panic becomes a response before the headers,
         // CORS and the request line see it; `observe` is outermost so its span and timing
@@ -77,4 +81,19 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(app, observe::observe))
+}
+
+async fn not_found() -> axum::response::Response {
+    let message = "no such endpoint; the API is at /graphql (websockets: /graphql/ws)";
+    negotiate::error_response(negotiate::Media::GraphqlResponse, StatusCode::NOT_FOUND, "NOT_FOUND", message)
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    let message = "this endpoint does not take that method";
+    negotiate::error_response(
+        negotiate::Media::GraphqlResponse,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "VALIDATION",
+        message,
+    )
 }

@@ -124,6 +124,7 @@ async fn a_200_mb_body_is_refused_with_413_before_it_is_read() {
     let sent = sent.await.unwrap();
     assert!(sent < 100 * 1024 * 1024, "the server read {sent} bytes before refusing");
     let grown = rss_kib(server.child.id()).saturating_sub(before);
+    eprintln!("413 test: read {sent} bytes of the streamed body; RSS grew by {grown} KiB");
     assert!(grown < 64 * 1024, "the server grew by {grown} KiB");
 }
 
@@ -152,6 +153,7 @@ async fn a_flood_of_unique_100_kb_hosts_is_refused_with_a_body_and_memory_stays_
     let long_label = exchange(&address, &get_with(&format!("host: {}.io\r\n", "b".repeat(4000)))).await;
     assert_graphql_refusal(&long_label, 400, "VALIDATION");
     let grown = rss_kib(server.child.id()).saturating_sub(before);
+    eprintln!("host flood: 1,200 unique 100 KB hosts; RSS {before} KiB before, grew by {grown} KiB");
     assert!(grown < 64 * 1024, "the server grew by {grown} KiB over 1,200 requests");
 }
 
@@ -197,4 +199,16 @@ async fn unknown_subdomains_and_bad_hosts_are_refused_with_a_body_and_quoted_bri
             .await;
     assert_graphql_refusal(&huge_tenant, 404, "TENANT_NOT_FOUND");
     assert!(huge_tenant.body["errors"][0]["message"].as_str().unwrap().len() < 400, "{}", huge_tenant.body);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_a_body_too() {
+    let app = spawn_app().await;
+    let missing =
+        exchange(&app.address, b"GET /nope HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await;
+    assert_graphql_refusal(&missing, 404, "NOT_FOUND");
+    let put = b"PUT /graphql HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let wrong_method = exchange(&app.address, put).await;
+    assert_graphql_refusal(&wrong_method, 405, "VALIDATION");
+    assert!(wrong_method.head.contains("allow: "), "{}", wrong_method.head);
 }
