@@ -5,6 +5,8 @@
 //!
 //! async-graphql coerces a variable only when a resolver reads it, so these would otherwise
 //! surface as field errors without a code (reported as `INTERNAL`), or reach the database.
+//! The types come from the schema's registry (`ExtensionContext::schema_env`, public but
+//! undocumented in async-graphql 7.2; the unit tests below catch a change on upgrade).
 
 use std::sync::Arc;
 
