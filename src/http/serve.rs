@@ -264,6 +264,36 @@ impl AsyncWrite for EdgeIo {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // hyper's automatic answers are a lone head; anything else goes out as it is, without
+        // copying a response's head and body into one buffer first.
+        let mut parts = bufs.iter().filter(|buf| !buf.is_empty());
+        if let (Some(first), None) = (parts.next(), parts.next())
+            && (self.replacing.is_some() || hyper_refusal(first).is_some())
+        {
+            return self.poll_write(cx, first);
+        }
+        if self.replacing.is_some() {
+            return self.poll_write(cx, &[]);
+        }
+        self.shared.mid_request.store(false, Ordering::Relaxed);
+        loop {
+            ready!(self.shared.stream.poll_write_ready(cx))?;
+            match self.shared.stream.try_write_vectored(bufs) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Writes go straight to the socket.
         Poll::Ready(Ok(()))
