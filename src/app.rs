@@ -163,6 +163,7 @@ pub struct Application {
     database: Database,
     bus: JoinHandle<()>,
     extra_routes: axum::Router,
+    limits: crate::http::EdgeLimits,
 }
 
 /// How long in-flight requests get to finish after a shutdown signal before the process stops
@@ -197,7 +198,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (set BIND to another address)", config.bind))?;
-        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new() })
+        let limits = config.edge_limits();
+        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new(), limits })
     }
 
     pub fn port(&self) -> u16 {
@@ -242,13 +244,13 @@ impl Application {
                 draining.notify_one();
             }
         };
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signalled);
+        let serve = crate::http::serve(self.listener, router, self.limits, signalled);
         let deadline = async {
             draining.notified().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
         };
         tokio::select! {
-            served = serve => served?,
+            () = serve => {},
             () = deadline => tracing::warn!(
                 timeout_s = DRAIN_TIMEOUT.as_secs(),
                 "requests still running after the drain timeout; stopping anyway"

@@ -9,6 +9,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, ValueEnum};
 use rand::RngCore;
 
+/// PUBLIC_URL when unset (and so the default JWT issuer).
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8090";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AppEnv {
     Development,
@@ -60,7 +63,7 @@ pub struct Config {
     pub mail_from: String,
 
     /// Base URL of the app users open; mailed links point here.
-    #[arg(long, env = "PUBLIC_URL", default_value = "http://localhost:8090", global = true)]
+    #[arg(long, env = "PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL, global = true)]
     pub public_url: String,
 
     /// Whether creating a tenant needs a verified email address.
@@ -177,6 +180,40 @@ pub struct Config {
     /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
     #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
     pub domain_check_hosts: Vec<String>,
+
+    // The HTTP edge: what a client may send, and what tokens and introspection accept.
+    /// Largest request body in bytes; a larger one is refused with 413 before it is read whole.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line and all headers) in bytes; larger is answered 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 32 * 1024, global = true)]
+    pub max_header_bytes: usize,
+
+    /// Largest single header value in bytes (`Host`, `Authorization`, …); larger is answered 431.
+    #[arg(long, env = "MAX_HEADER_VALUE_BYTES", default_value_t = 8 * 1024, global = true)]
+    pub max_header_value_bytes: usize,
+
+    /// Most headers one request may carry; more is answered 431.
+    #[arg(long, env = "MAX_HEADERS", default_value_t = 100, global = true)]
+    pub max_headers: usize,
+
+    /// Seconds a client has to send a complete request head; slower is answered 408.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// `iss` of issued access tokens, required on presented ones. Unset: PUBLIC_URL.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` of issued access tokens, required on presented ones.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "tenantry", global = true)]
+    pub jwt_audience: String,
+
+    /// Answer GraphQL introspection (`__schema`, `__type`). Unset: on in development, off in
+    /// production (the playground needs it: enable both).
+    #[arg(long, env = "INTROSPECTION", global = true)]
+    pub introspection: Option<bool>,
 }
 
 /// What sits between tenantry and PostgreSQL.
@@ -222,6 +259,14 @@ impl Config {
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
             domain_check_hosts: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_header_value_bytes: 8 * 1024,
+            max_headers: 100,
+            header_read_timeout_secs: 10,
+            jwt_issuer: None,
+            jwt_audience: "tenantry".into(),
+            introspection: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com/".into(),
@@ -235,6 +280,25 @@ impl Config {
     /// Whether `/playground` is served: as configured, else only outside production.
     pub fn playground_enabled(&self) -> bool {
         self.playground.unwrap_or(self.app_env == AppEnv::Development)
+    }
+
+    /// Whether introspection is answered: as configured, else only outside production.
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection.unwrap_or(self.app_env == AppEnv::Development)
+    }
+
+    /// The `iss` claim: JWT_ISSUER, else PUBLIC_URL without a trailing slash.
+    pub fn jwt_issuer(&self) -> String {
+        self.jwt_issuer.clone().unwrap_or_else(|| self.public_url.trim_end_matches('/').to_owned())
+    }
+
+    /// The edge's limits on request heads.
+    pub fn edge_limits(&self) -> crate::http::EdgeLimits {
+        crate::http::EdgeLimits {
+            max_head_bytes: self.max_header_bytes,
+            max_headers: self.max_headers.max(1),
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+        }
     }
 
     /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.

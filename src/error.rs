@@ -43,6 +43,10 @@ pub enum AppError {
     QuotaExceeded { limit: i64, plan: String, retry_after_secs: u64 },
     /// `DATABASE_UNAVAILABLE`, 503, with `Retry-After`: PostgreSQL cannot be reached right now.
     DatabaseUnavailable,
+    /// `PAYLOAD_TOO_LARGE`, 413: the request body is larger than MAX_BODY_BYTES.
+    PayloadTooLarge { limit: usize },
+    /// `PAYLOAD_TOO_LARGE`, 431: a header is larger than MAX_HEADER_VALUE_BYTES; names it.
+    HeaderTooLarge { header: String, limit: usize },
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -85,6 +89,7 @@ impl AppError {
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            Self::PayloadTooLarge { .. } | Self::HeaderTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -104,6 +109,8 @@ impl AppError {
             Self::BillingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,8 +123,12 @@ impl AppError {
         }
     }
 
-    /// The message a person reads. Never contains internal detail.
+    /// The message a person reads, clipped (it may quote input). Never contains internal detail.
     pub fn message(&self) -> String {
+        clip(&self.full_message())
+    }
+
+    fn full_message(&self) -> String {
         match self {
             Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
@@ -154,6 +165,12 @@ impl AppError {
             Self::DatabaseUnavailable => {
                 format!("the database is unreachable right now; retry in {DATABASE_RETRY_AFTER_SECS} s")
             }
+            Self::PayloadTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes; send less at once")
+            }
+            Self::HeaderTooLarge { header, limit } => {
+                format!("the {header} header is longer than {limit} bytes")
+            }
             Self::Internal(_) => "internal error; it has been logged".to_owned(),
         }
     }
@@ -173,6 +190,11 @@ impl AppError {
                 tracing::warn!(error = format!("{err:#}"), "database unavailable");
                 Self::DatabaseUnavailable
             }
+            // A backstop: input is checked for NUL before it runs (graphql::input_check).
+            Self::Internal(err) if is_unstorable_text(&err) => Self::validation(
+                "input",
+                "text contains a character PostgreSQL cannot store (such as NUL, \\u0000); remove it",
+            ),
             other => other,
         }
     }
@@ -303,6 +325,28 @@ fn pg_outage(err: &tokio_postgres::Error) -> bool {
     err.is_closed() || std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
 }
 
+/// Longest message sent to a client, in characters; messages may quote input.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `message`, cut to [`MAX_MESSAGE_CHARS`] with a mark that it was cut.
+pub fn clip(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}… (truncated)", &message[..end]),
+        None => message.to_owned(),
+    }
+}
+
+/// Whether PostgreSQL refused text it cannot store: NUL (22021) or an untranslatable
+/// character (22P05).
+fn is_unstorable_text(err: &anyhow::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    err.chain().any(|cause| {
+        cause.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|code| {
+            *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER
+        })
+    })
+}
+
 /// The name of the constraint a database error violated, if any (for mapping to `CONFLICT`).
 pub fn violated_constraint(err: &tokio_postgres::Error) -> Option<&str> {
     err.as_db_error().and_then(|db| db.constraint())
@@ -319,6 +363,14 @@ mod tests {
         assert_eq!(ext.get("code"), Some(&async_graphql::Value::from("VALIDATION")));
         assert_eq!(ext.get("field"), Some(&async_graphql::Value::from("subdomain")));
         assert_eq!(err.message, "subdomain: too short");
+    }
+
+    #[test]
+    fn long_messages_are_clipped() {
+        let long = "x".repeat(200_000);
+        let message = AppError::TenantNotFound(long).message();
+        assert!(message.len() < 400 && message.ends_with("(truncated)"), "{}", message.len());
+        assert_eq!(clip("short"), "short");
     }
 
     #[test]

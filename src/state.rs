@@ -71,6 +71,19 @@ pub struct Inner {
     pub billing: Billing,
     /// Checks custom-domain claims (`verifyDomain`).
     pub domain_proof: DomainProof,
+    /// Request bounds and GraphQL settings enforced at the HTTP edge.
+    pub edge: EdgeSettings,
+}
+
+/// What the HTTP edge enforces beyond hyper's limits on request heads.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSettings {
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `MAX_HEADER_VALUE_BYTES`.
+    pub max_header_value_bytes: usize,
+    /// Whether GraphQL introspection is answered (`INTROSPECTION`).
+    pub introspection: bool,
 }
 
 impl Deref for AppState {
@@ -92,7 +105,12 @@ impl AppState {
             pool,
             tenant_pool,
             base_domain: config.base_domain.to_ascii_lowercase(),
-            tokens: TokenKeys::new(&config.jwt_secret()?),
+            tokens: TokenKeys::with_claims(
+                &config.jwt_secret()?,
+                &config.jwt_issuer(),
+                &config.jwt_audience,
+                crate::auth::token::ACCESS_TOKEN_TTL,
+            ),
             keys: config.keyring()?,
             tenants: TenantCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
             access: AccessCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
@@ -119,6 +137,11 @@ impl AppState {
             playground: config.playground_enabled(),
             billing: Billing::from_config(config)?,
             domain_proof: DomainProof::new(&config.domain_check_hosts)?,
+            edge: EdgeSettings {
+                max_body_bytes: config.max_body_bytes,
+                max_header_value_bytes: config.max_header_value_bytes,
+                introspection: config.introspection_enabled(),
+            },
         })))
     }
 }

@@ -13,8 +13,14 @@ const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 pub struct DocumentCache(Cache<String, ExecutableDocument>);
 
 impl DocumentCache {
-    pub fn new(capacity: u64) -> Self {
-        Self(Cache::new(capacity))
+    /// A cache holding at most `bytes` of query text (weighed, so a flood of long unique
+    /// queries cannot outgrow it).
+    pub fn new(bytes: u64) -> Self {
+        let weigh = |query: &String, _: &ExecutableDocument| {
+            // A parsed document takes a few times its text.
+            u32::try_from(query.len().saturating_mul(4)).unwrap_or(u32::MAX)
+        };
+        Self(Cache::builder().weigher(weigh).max_capacity(bytes).build())
     }
 
     /// Gives `request` its parsed document from the cache, or parses it and remembers it. A
@@ -40,7 +46,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_query_is_parsed_once_and_broken_ones_are_not_kept() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(1024 * 1024);
         let mut first = async_graphql::Request::new("{ health { status } }");
         cache.attach(&mut first).await;
         cache.0.run_pending_tasks().await;

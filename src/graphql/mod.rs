@@ -3,6 +3,7 @@
 pub mod context;
 pub mod documents;
 pub mod guards;
+pub mod input_check;
 pub mod scalars;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -49,12 +50,20 @@ pub struct MutationRoot(
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(UsageSubscription);
 
-/// The schema. Request data (`RequestCtx`) is attached per request, so this needs no state.
+/// The schema with introspection. Request data (`RequestCtx`) is attached per request, so this
+/// needs no state.
 pub fn build_schema() -> AppSchema {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+    build_schema_for(true)
+}
+
+/// The schema, answering introspection only if `introspection` (`INTROSPECTION`; off in
+/// production by default). Variables are coerced and checked before anything runs.
+pub fn build_schema_for(introspection: bool) -> AppSchema {
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .limit_depth(16)
         .limit_complexity(2_000)
-        .finish()
+        .extension(input_check::InputCheck);
+    if introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

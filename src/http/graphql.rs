@@ -1,13 +1,16 @@
 //! `GET|POST /graphql`: tenant resolution and status checks before GraphQL runs, then execution.
 
+mod parse;
+
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::State;
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use super::negotiate::{self, Media, negotiate};
 use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve;
 use crate::usage::RateHeaders;
@@ -16,22 +19,37 @@ pub async fn handler(
     State(http): State<HttpState>,
     method: Method,
     headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
+    RawQuery(query_string): RawQuery,
+    body: Bytes,
 ) -> Response {
-    if method == Method::POST && !is_json(&headers) {
-        return request_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the GraphQL request as application/json",
-        );
-    }
-    let mut request = match request {
-        Ok(request) => request.into_inner(),
-        Err(rejection) => {
+    let Some(media) = negotiate(&headers) else { return negotiate::not_acceptable() };
+    let mut response = run(http, method, headers, query_string, body, media).await;
+    response.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+async fn run(
+    http: HttpState,
+    method: Method,
+    headers: HeaderMap,
+    query_string: Option<String>,
+    body: Bytes,
+    media: Media,
+) -> Response {
+    let parsed = if method == Method::POST {
+        if !is_json(&headers) {
             return request_error(
-                StatusCode::BAD_REQUEST,
-                &format!("not a valid GraphQL request: {}", rejection.0),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the GraphQL request as application/json",
             );
         }
+        parse::from_body(&body)
+    } else {
+        parse::from_query_string(query_string.as_deref().unwrap_or_default())
+    };
+    let mut request = match parsed {
+        Ok(request) => request,
+        Err(message) => return request_error(StatusCode::BAD_REQUEST, &message),
     };
     let state = &http.app;
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
@@ -90,22 +108,24 @@ pub async fn handler(
         // Its storage is measured again shortly (never per request).
         state.usage.gauges.written(access.tenant.id);
     }
-    // A document that failed to parse or validate never executed: a request error, HTTP 400.
+    // A document that failed to parse or validate, or whose variables did not coerce, never
+    // executed: a request error, HTTP 400 (200 for legacy `application/json` clients).
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|err| err.path.is_empty());
     for err in &mut response.errors {
+        let input = err.path.is_empty() || parse::is_input_error(&err.message);
         let extensions = err.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
-            extensions.set("code", if err.path.is_empty() { "VALIDATION" } else { "INTERNAL" });
+            extensions.set("code", if input { "VALIDATION" } else { "INTERNAL" });
         }
+        err.message = crate::error::clip(&err.message);
     }
     count_operation(operation.map(|(ty, _)| ty), &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
-        let mut response =
-            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body))
-                .into_response();
+        let status = media.request_error_status(StatusCode::BAD_REQUEST);
+        let mut response = (status, axum::Json(body)).into_response();
         if let Some(headers) = limits {
             set_rate_headers(&mut response, headers);
         }
@@ -133,8 +153,6 @@ fn set_rate_headers(response: &mut Response, limits: RateHeaders) {
     headers.insert("x-ratelimit-reset", limits.reset_secs.into());
 }
 
-const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -143,11 +161,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// A GraphQL-over-HTTP request error: no `data` entry, one error with a code.
+/// A GraphQL-over-HTTP request error: no `data` entry, one error with a code. (The handler
+/// sets the negotiated content type.)
 fn request_error(status: StatusCode, message: &str) -> Response {
-    let body =
-        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "VALIDATION" } }] });
-    (status, [(header::CONTENT_TYPE, GRAPHQL_RESPONSE)], axum::Json(body)).into_response()
+    negotiate::error_response(Media::GraphqlResponse, status, "VALIDATION", message)
 }
 
 /// The status and `Retry-After` seconds if any error is `DATABASE_UNAVAILABLE` (503, first) or

@@ -2,18 +2,24 @@
 
 mod graphql;
 mod hardening;
+mod limits;
 mod metrics;
+mod negotiate;
 pub mod observe;
 mod playground;
+mod serve;
 mod ws;
+
+pub use serve::{EdgeLimits, serve};
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::graphql::documents::DocumentCache;
-use crate::graphql::{AppSchema, build_schema};
+use crate::graphql::{AppSchema, build_schema_for};
 use crate::health;
 use crate::state::AppState;
 
@@ -45,8 +51,8 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     let cors = hardening::cors(&app.cors_origins);
     let state = HttpState {
         app: app.clone(),
-        schema: build_schema(),
-        documents: std::sync::Arc::new(DocumentCache::new(1_000)),
+        schema: build_schema_for(app.edge.introspection),
+        documents: std::sync::Arc::new(DocumentCache::new(16 * 1024 * 1024)),
     };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
@@ -62,10 +68,32 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
     routes
         .with_state(state)
         .merge(extra)
-        // Innermost first: a panic becomes a response before the headers, CORS and the request
-        // line see it; `observe` is outermost so its span and timing cover everything.
+        // Unknown paths and methods get the same GraphQL-shaped body as every other refusal.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: bodies and headers are bounded before any handler reads them (the
+        // limit is ours, so axum's own is off); a panic becomes a response before the headers,
+        // CORS and the request line see it; `observe` is outermost so its span and timing
+        // cover everything.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(app.clone(), limits::limit))
         .layer(CatchPanicLayer::custom(observe::on_panic))
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(app, observe::observe))
+}
+
+async fn not_found() -> axum::response::Response {
+    let message = "no such endpoint; the API is at /graphql (websockets: /graphql/ws)";
+    negotiate::error_response(negotiate::Media::GraphqlResponse, StatusCode::NOT_FOUND, "NOT_FOUND", message)
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    let message = "this endpoint does not take that method";
+    negotiate::error_response(
+        negotiate::Media::GraphqlResponse,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "VALIDATION",
+        message,
+    )
 }

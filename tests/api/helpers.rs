@@ -183,8 +183,10 @@ pub async fn post_graphql(
     variables: Value,
 ) -> (StatusCode, Value) {
     {
+        // A current GraphQL client: request errors are 4xx (legacy `application/json` gets 200).
         let mut req = client
             .post(format!("{address}/graphql"))
+            .header("accept", "application/graphql-response+json, application/json;q=0.9")
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = who.token {
             req = req.bearer_auth(token);
@@ -353,13 +355,15 @@ impl ServerProcess {
     /// Starts `tenantry serve` with extra environment variables.
     pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let secret = tenantry::config::Config::for_tests(None, scratch_dir()).jwt_secret.unwrap();
+        let config = tenantry::config::Config::for_tests(None, scratch_dir());
+        // Configured as the in-process server is, so its tokens are valid here too.
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .arg("serve")
             .env("DATABASE_URL", db_url)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("DATA_DIR", scratch_dir())
-            .env("JWT_SECRET", secret)
+            .env("JWT_SECRET", config.jwt_secret.unwrap())
+            .env("PUBLIC_URL", config.public_url)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())

@@ -1,6 +1,8 @@
 //! GraphQL over HTTP details.
 
-use crate::helpers::spawn_app;
+use serde_json::json;
+
+use crate::helpers::{As, error_code, spawn_app};
 
 #[tokio::test]
 async fn get_runs_queries_but_refuses_mutations() {
@@ -29,9 +31,19 @@ async fn post_raw(
     content_type: &str,
     body: &str,
 ) -> (u16, String, serde_json::Value) {
+    post_accepting(app, "application/graphql-response+json", content_type, body).await
+}
+
+async fn post_accepting(
+    app: &crate::helpers::TestApp,
+    accept: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, serde_json::Value) {
     let res = app
         .client
         .post(format!("{}/graphql", app.address))
+        .header("accept", accept)
         .header("content-type", content_type)
         .body(body.to_owned())
         .send()
@@ -53,10 +65,89 @@ async fn request_errors_are_4xx_with_a_code_and_no_data() {
     ] {
         let (got, media, json) = post_raw(&app, content_type, body).await;
         assert_eq!(got, status, "{body}: {json}");
-        assert_eq!(media, "application/graphql-response+json");
+        assert_eq!(media, "application/graphql-response+json; charset=utf-8");
         assert_eq!(json["errors"][0]["extensions"]["code"], "VALIDATION", "{body}: {json}");
         assert!(json.get("data").is_none(), "a request error has no data entry: {json}");
     }
+}
+
+#[tokio::test]
+async fn the_response_type_follows_accept_and_legacy_json_clients_get_200_for_request_errors() {
+    let app = spawn_app().await;
+    let ok = r#"{"query":"{ __typename }"}"#;
+    let invalid = r#"{"query":"{ nope }"}"#;
+    for (accept, media, invalid_status) in [
+        ("application/graphql-response+json", "application/graphql-response+json", 400),
+        ("application/json", "application/json", 200),
+        ("*/*", "application/json", 200),
+        ("application/graphql-response+json;q=0.5, application/json", "application/json", 200),
+    ] {
+        let (status, got, json) = post_accepting(&app, accept, "application/json", ok).await;
+        assert_eq!((status, got.split(';').next().unwrap()), (200, media), "{accept}: {json}");
+        assert_eq!(json["data"]["__typename"], "QueryRoot", "{json}");
+        let (status, got, json) = post_accepting(&app, accept, "application/json", invalid).await;
+        assert_eq!((status, got.split(';').next().unwrap()), (invalid_status, media), "{accept}: {json}");
+        assert_eq!(json["errors"][0]["extensions"]["code"], "VALIDATION", "{json}");
+    }
+    let (status, _, json) = post_accepting(&app, "text/html", "application/json", ok).await;
+    assert_eq!(status, 406, "{json}");
+    assert_eq!(json["errors"][0]["extensions"]["code"], "VALIDATION", "{json}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_explained_without_parser_internals() {
+    let app = spawn_app().await;
+    for (body, says) in [
+        ("{not json", "not valid JSON"),
+        ("", "empty"),
+        ("[]", "batched"),
+        (r#"{"qeury":"{ __typename }"}"#, "\"query\""),
+        (r#"{"query":"{ __typename }","variables":"x"}"#, "variables"),
+    ] {
+        let (status, _, json) = post_accepting(&app, "application/json", "application/json", body).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        let message = json["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+        assert!(!message.contains("untagged") && !message.contains("BatchRequest"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn nul_bytes_overflows_missing_variables_and_bad_enums_are_validation_errors_naming_the_input() {
+    let app = spawn_app().await;
+    let sign_up = "mutation($e: String!, $p: String!, $n: String!) { signUp(email: $e, password: $p, name: $n) { accessToken } }";
+    let usage = "query($p: UsagePeriod!) { usage(period: $p) { period } }";
+    let projects = "query($n: Int) { projects(first: $n) { id } }";
+    for (query, variables, field) in [
+        (sign_up, json!({ "e": "ann@example.com", "p": "long enough", "n": "A\u{0}nn" }), "$n"),
+        (sign_up, json!({ "e": "ann@example.com", "p": "long enough" }), "$n"),
+        (usage, json!({ "p": "FORTNIGHT" }), "$p"),
+        (projects, json!({ "n": 3_000_000_000_i64 }), "$n"),
+        (
+            "mutation { signUp(email: \"a\\u0000@b.io\", password: \"long enough\", name: \"Ann\") { accessToken } }",
+            json!({}),
+            "signUp.email",
+        ),
+    ] {
+        let (status, body) = app.graphql(As::default(), query, variables).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_code(&body), Some("VALIDATION"), "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+    }
+    let (_, users) = app.graphql(As::default(), "{ plans { id } }", json!({})).await;
+    assert!(users["data"]["plans"].is_array(), "the server still answers: {users}");
+}
+
+#[tokio::test]
+async fn a_huge_tenant_name_is_not_echoed_back_whole() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("ann").await;
+    let name = "N".repeat(200_000);
+    let create = "mutation($n: String!) { createTenant(name: $n, subdomain: \"acme\") { id } }";
+    let (_, body) = app.graphql(As::user(&ann), create, json!({ "n": name })).await;
+    assert_eq!(error_code(&body), Some("VALIDATION"), "{}", &body.to_string()[..200]);
+    assert!(body.to_string().len() < 2_000, "the answer is {} bytes", body.to_string().len());
 }
 
 #[tokio::test]

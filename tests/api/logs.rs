@@ -90,3 +90,21 @@ async fn the_log_of_sign_up_sign_in_reset_and_key_creation_holds_no_secret() {
     assert!(key_line["span"]["api_key.id"].is_string());
     assert!(key_line["span"].get("user.id").is_none());
 }
+
+#[tokio::test]
+async fn even_at_trace_level_the_log_holds_no_sql_parameters() {
+    let db = TestDb::create().await;
+    // The most verbose setting there is, naming tokio_postgres's own modules too.
+    let rust_log = "trace,tokio_postgres=trace,tokio_postgres::query=trace,postgres=trace";
+    let mut server = ServerProcess::start(&db.url, &[("RUST_LOG", rust_log)]).await;
+    let email = "zed.parameter@example.com";
+    let signed_up =
+        server.graphql(None, None, SIGN_UP, json!({ "e": email, "p": "correct horse battery" })).await;
+    assert!(signed_up["data"]["signUp"]["accessToken"].is_string(), "{signed_up}");
+    server.terminate();
+    assert!(server.wait().await);
+    let log = server.log_text();
+    assert!(log.lines().count() > 10, "a trace-level log was written");
+    assert!(!log.contains("zed.parameter"), "the log contains the email");
+    assert!(!log.contains("$argon2"), "the log contains the password hash");
+}

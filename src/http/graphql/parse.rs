@@ -1,0 +1,99 @@
+//! Reading a GraphQL request from a POST body or a GET query string, with messages a person can
+//! act on (never a deserializer's internals such as "untagged enum BatchRequest").
+
+use async_graphql::{Request, Variables};
+use serde_json::{Map, Value};
+
+/// The request in a JSON body: `{"query": "…", "variables": {…}, "operationName": "…",
+/// "extensions": {…}}`.
+pub fn from_body(body: &[u8]) -> Result<Request, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(r#"the request body is empty; send {"query": "…"} as JSON"#.to_owned());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
+        format!("the request body is not valid JSON (line {}, column {})", err.line(), err.column())
+    })?;
+    match value {
+        Value::Object(fields) => from_fields(fields),
+        Value::Array(_) => {
+            Err("batched requests are not supported; send one operation per request".to_owned())
+        }
+        _ => Err(r#"the request body must be a JSON object such as {"query": "…"}"#.to_owned()),
+    }
+}
+
+/// The request in a GET URL: `?query=…&variables=<JSON>&operationName=…&extensions=<JSON>`.
+pub fn from_query_string(query_string: &str) -> Result<Request, String> {
+    let mut fields = Map::new();
+    for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
+        let value = match name.as_ref() {
+            "query" | "operationName" => Value::String(value.into_owned()),
+            "variables" | "extensions" => serde_json::from_str(&value)
+                .map_err(|_| format!("the {name} URL parameter must be a JSON object"))?,
+            _ => continue,
+        };
+        fields.insert(name.into_owned(), value);
+    }
+    from_fields(fields)
+}
+
+fn from_fields(mut fields: Map<String, Value>) -> Result<Request, String> {
+    let query = match fields.remove("query") {
+        Some(Value::String(query)) => query,
+        Some(_) => {
+            return Err("the \"query\" parameter must be a string holding the GraphQL document".to_owned());
+        }
+        None => return Err("the request has no \"query\" parameter holding the GraphQL document".to_owned()),
+    };
+    let mut request = Request::new(query);
+    match fields.remove("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => return Err("the \"operationName\" parameter must be a string or null".to_owned()),
+    }
+    match fields.remove("variables") {
+        None | Some(Value::Null) => {}
+        Some(variables @ Value::Object(_)) => request = request.variables(Variables::from_json(variables)),
+        Some(_) => return Err("the \"variables\" parameter must be an object or null".to_owned()),
+    }
+    match fields.remove("extensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(extensions)) => {
+            for (name, value) in extensions {
+                let value = async_graphql::Value::from_json(value).unwrap_or(async_graphql::Value::Null);
+                request.extensions.insert(name, value);
+            }
+        }
+        Some(_) => return Err("the \"extensions\" parameter must be an object or null".to_owned()),
+    }
+    Ok(request)
+}
+
+/// Whether an error without a code that async-graphql raised while running a field is about
+/// the client's input (an argument that did not coerce) rather than a server fault.
+pub fn is_input_error(message: &str) -> bool {
+    message.starts_with("Failed to parse \"")
+        || message.starts_with("Invalid value for argument")
+        || message.starts_with("Expected input type")
+        || (message.starts_with("Variable ") && message.ends_with(" is not defined."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_requests_get_plain_messages() {
+        let err = from_body(b"{not json").unwrap_err();
+        assert!(err.starts_with("the request body is not valid JSON"), "{err}");
+        assert!(from_body(b"").unwrap_err().contains("empty"));
+        assert!(from_body(b"[]").unwrap_err().contains("batched"));
+        assert!(from_body(br#"{"query": 1}"#).unwrap_err().contains("must be a string"));
+        assert!(from_body(br#"{"qeury": "{ a }"}"#).unwrap_err().contains("no \"query\""));
+        assert!(from_body(br#"{"query": "{ a }", "variables": "x"}"#).unwrap_err().contains("variables"));
+        let ok = from_body(br#"{"query": "{ a }", "variables": null, "extensions": {"a": 1}}"#).unwrap();
+        assert_eq!(ok.query, "{ a }");
+        assert!(from_query_string("query=%7B%20a%20%7D&variables=%7B%7D").is_ok());
+        assert!(from_query_string("variables=nope&query=x").unwrap_err().contains("variables"));
+    }
+}
