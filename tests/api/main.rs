@@ -19,6 +19,7 @@ mod helpers;
 mod http;
 mod identity;
 mod isolation;
+mod jobs;
 mod live;
 mod live_migrations;
 mod load;
