@@ -160,6 +160,28 @@ async fn open_pools(config: &Config, database: &Database) -> anyhow::Result<(Poo
     Ok((pool, tenant_pool, listen_url))
 }
 
+/// The job worker, with pools of its own (jobs never take the connections requests wait for,
+/// nor the reverse); `None` with `JOBS_CONCURRENCY=0`.
+fn job_worker(
+    config: &Config,
+    database: &Database,
+    control_url: &str,
+    state: &AppState,
+) -> anyhow::Result<Option<Worker>> {
+    let settings = WorkerSettings::from_config(config);
+    if settings.concurrency == 0 {
+        return Ok(None);
+    }
+    let size = settings.concurrency + 2;
+    let pool = build_pool(control_url, size)?;
+    let tenant_pool = match config.database_pooler {
+        Pooler::None => pool.clone(),
+        Pooler::Transaction => build_pool(&database.url, size)?,
+    };
+    let registry = crate::jobs::product::registry(state);
+    Ok(Some(Worker::new(pool, tenant_pool, registry, settings)))
+}
+
 /// A built server: database ready, control schema migrated, port bound.
 pub struct Application {
     listener: TcpListener,
@@ -192,11 +214,7 @@ impl Application {
                 "tenants lag behind this build's migrations; run `tenantry migrate`"
             );
         }
-        let settings = WorkerSettings::from_config(&config);
-        let worker = (settings.concurrency > 0).then(|| {
-            let registry = crate::jobs::product::registry(&state);
-            Worker::new(state.pool.clone(), state.tenant_pool.clone(), registry, settings)
-        });
+        let worker = job_worker(&config, &database, &listen_url, &state)?;
         let job_wake = worker.as_ref().map(Worker::waker);
         let pg_config: tokio_postgres::Config = listen_url.parse()?;
         let bus = notify::spawn_listener(pg_config, {

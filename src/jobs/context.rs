@@ -33,12 +33,18 @@ pub struct Job {
 /// A running job's view of the world.
 pub struct JobCtx {
     pub job: Job,
+    pool: Pool,
     tenant_pool: Pool,
 }
 
 impl JobCtx {
-    pub(crate) fn new(job: Job, tenant_pool: Pool) -> Self {
-        Self { job, tenant_pool }
+    pub(crate) fn new(job: Job, pool: Pool, tenant_pool: Pool) -> Self {
+        Self { job, pool, tenant_pool }
+    }
+
+    /// The worker's control-plane pool (its own, so jobs never wait for request connections).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// The job's tenant, or a permanent error for a job enqueued without one.

@@ -4,6 +4,7 @@
 //! then kept as `dead` with its last error. Jobs may be scheduled (`run_at`) or recurring (once
 //! per period, cluster-wide). Why our own queue rather than a crate: docs/jobs.md.
 
+mod completions;
 pub mod context;
 pub mod product;
 pub mod repo;

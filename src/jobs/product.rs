@@ -40,8 +40,8 @@ pub fn registry(state: &AppState) -> Registry {
         .handle(crate::usage::gauges::MEASURE_STORAGE, crate::usage::gauges::measure_storage_job)
         .handle(
             PURGE_TENANTS,
-            with_state(state, |s, _| async move {
-                let purged = crate::tenancy::purge_deleted(&s.pool, s.purge_after).await?;
+            with_state(state, |s, ctx| async move {
+                let purged = crate::tenancy::purge_deleted(ctx.pool(), s.purge_after).await?;
                 if purged > 0 {
                     tracing::info!(tenants.purged = purged, "purged deleted tenants");
                 }
@@ -51,19 +51,16 @@ pub fn registry(state: &AppState) -> Registry {
         .every(PURGE_TENANTS, HOURLY)
         .handle(
             SUSPEND_OVERDUE,
-            with_state(state, |s, _| async move {
-                crate::billing::suspend_overdue(&s.pool, &s.plans, s.billing.grace).await?;
+            with_state(state, |s, ctx| async move {
+                crate::billing::suspend_overdue(ctx.pool(), &s.plans, s.billing.grace).await?;
                 Ok(())
             }),
         )
         .every(SUSPEND_OVERDUE, state.billing.check_interval)
-        .handle(
-            PRUNE_JOBS,
-            with_state(state, |s, _| async move {
-                let client = s.pool.get().await.map_err(crate::error::AppError::from)?;
-                repo::prune(&client, KEEP_FINISHED).await?;
-                Ok(())
-            }),
-        )
+        .handle(PRUNE_JOBS, |ctx: JobCtx| async move {
+            let client = ctx.pool().get().await.map_err(crate::error::AppError::from)?;
+            repo::prune(&client, KEEP_FINISHED).await?;
+            Ok(())
+        })
         .every(PRUNE_JOBS, HOURLY)
 }

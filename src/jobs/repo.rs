@@ -103,6 +103,19 @@ pub async fn complete(
     Ok(())
 }
 
+/// Marks many attempts done in one statement (each only if it still holds its job).
+pub async fn complete_many(db: &impl GenericClient, ids: &[Uuid], attempts: &[i32]) -> Result<u64, AppError> {
+    Ok(db
+        .execute(
+            "update control.jobs j
+                set state = 'done', finished_at = now(), locked_by = null, locked_until = null, last_error = null
+               from unnest($1::uuid[], $2::int[]) as d(id, attempt)
+              where j.id = d.id and j.attempts = d.attempt and j.state = 'running'",
+            &[&ids, &attempts],
+        )
+        .await?)
+}
+
 /// Records a failed attempt: back to the queue after `delay`, or dead when `permanent` or out
 /// of attempts. Returns the state the job is now in.
 pub async fn fail(

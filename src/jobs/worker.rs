@@ -3,9 +3,8 @@
 //! recurring schedules and requeues jobs whose worker died. Woken by `NOTIFY jobs` (through the
 //! process's notification bus), and polls every `poll` in case a notification was missed.
 
-use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -15,6 +14,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
+use super::completions::{Completions, Held};
 use super::context::{Job, JobCtx, JobError, Registry};
 use super::{JobState, repo};
 use crate::config::Config;
@@ -81,7 +81,8 @@ struct Shared {
     name: String,
     wake: Arc<Notify>,
     /// Jobs this worker holds (id → attempt), given back if shutdown cuts them short.
-    held: Mutex<HashMap<Uuid, i32>>,
+    held: Held,
+    completions: Completions,
 }
 
 /// A started worker: wake it, or shut it down.
@@ -110,6 +111,8 @@ impl Worker {
     pub fn spawn(self) -> WorkerHandle {
         let (stop, stopped) = watch::channel(false);
         let wake = self.wake.clone();
+        let held = Held::default();
+        let completions = Completions::spawn(self.pool.clone(), held.clone());
         let shared = Arc::new(Shared {
             pool: self.pool,
             tenant_pool: self.tenant_pool,
@@ -117,7 +120,8 @@ impl Worker {
             settings: self.settings,
             name: format!("{}:{}", hostname(), Uuid::new_v4().simple()),
             wake: self.wake,
-            held: Mutex::default(),
+            held,
+            completions,
         });
         let task = tokio::spawn(run(shared, stopped));
         WorkerHandle { wake, stop, task }
@@ -148,37 +152,39 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let names: Vec<String> = shared.registry.schedules().iter().map(|s| s.name.clone()).collect();
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut running = JoinSet::new();
-    let mut buffer: VecDeque<Job> = VecDeque::new();
     let mut schedules_saved = names.is_empty();
     let mut next_upkeep = Instant::now();
     tracing::info!(worker = %shared.name, concurrency = settings.concurrency, "job worker started");
     while !*stop.borrow() {
+        // Let jobs that are about to finish do so: one claim then fills several slots.
+        tokio::task::yield_now().await;
         while running.try_join_next().is_some() {}
         if Instant::now() >= next_upkeep {
             next_upkeep = Instant::now() + settings.poll;
             upkeep(&shared, &names, &mut schedules_saved).await;
         }
+        // Only as many as can start now: a claimed job waiting for a slot would not have its
+        // lease extended, and could be taken by another worker and run twice.
+        let want = slots.available_permits().min(settings.batch.max(1));
         let mut claimed_all = false;
-        if buffer.len() < settings.concurrency {
-            let want = settings.batch.max(settings.concurrency) - buffer.len();
+        if want > 0 {
             match claim(&shared, &kinds, want).await {
                 Ok(jobs) => {
                     claimed_all = jobs.len() == want;
-                    buffer.extend(jobs);
+                    for job in jobs {
+                        let permit =
+                            slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                        let shared = shared.clone();
+                        running.spawn(async move {
+                            run_one(&shared, job).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(error = ?err, "claiming jobs failed; retrying after the poll interval")
                 }
             }
-        }
-        while !buffer.is_empty() {
-            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
-            let Some(job) = buffer.pop_front() else { break };
-            let shared = shared.clone();
-            running.spawn(async move {
-                run_one(&shared, job).await;
-                drop(permit);
-            });
         }
         if claimed_all && slots.available_permits() > 0 {
             continue; // more may be due right now
@@ -190,7 +196,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => {}
         }
     }
-    drain(&shared, running, buffer).await;
+    drain(&shared, running).await;
 }
 
 async fn claim(shared: &Shared, kinds: &[String], want: usize) -> Result<Vec<Job>, crate::error::AppError> {
@@ -228,10 +234,7 @@ async fn upkeep(shared: &Shared, names: &[String], schedules_saved: &mut bool) {
 }
 
 /// Shutdown: no more claims; running jobs get the grace period; the rest go back to the queue.
-async fn drain(shared: &Arc<Shared>, mut running: JoinSet<()>, buffer: VecDeque<Job>) {
-    for job in buffer {
-        give_back(shared, job.id, job.attempt).await;
-    }
+async fn drain(shared: &Arc<Shared>, mut running: JoinSet<()>) {
     let finished = tokio::time::timeout(shared.settings.shutdown_grace, async {
         while running.join_next().await.is_some() {}
     })
@@ -239,6 +242,9 @@ async fn drain(shared: &Arc<Shared>, mut running: JoinSet<()>, buffer: VecDeque<
     if finished.is_err() {
         running.abort_all();
         while running.join_next().await.is_some() {}
+    }
+    shared.completions.flush().await;
+    if finished.is_err() {
         let held: Vec<(Uuid, i32)> = shared.held.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
         for (id, attempt) in held {
             tracing::warn!(job.id = %id, "job still running at shutdown; given back to the queue");
@@ -267,7 +273,9 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
     let outcome = if !job.tenant_live {
         Outcome::TenantGone
     } else if let Some(handler) = shared.registry.get(&job.kind) {
-        let work = AssertUnwindSafe(handler(JobCtx::new(job, shared.tenant_pool.clone()))).catch_unwind();
+        let work =
+            AssertUnwindSafe(handler(JobCtx::new(job, shared.pool.clone(), shared.tenant_pool.clone())))
+                .catch_unwind();
         Outcome::Ran(tokio::select! {
             result = work => result.unwrap_or_else(|_| Err(JobError::retry("the job panicked"))),
             () = keep_leased(shared, id, attempt) => Err(JobError::retry("the job lost its lease")),
@@ -275,8 +283,14 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
     } else {
         Outcome::Ran(Err(JobError::retry(format!("no handler for job kind {kind:?} in this worker"))))
     };
-    let recorded =
-        record(shared, RanJob { id, attempt, kind: &kind, tenant }, outcome, started.elapsed()).await;
+    metrics::histogram!("jobs_duration_seconds", "kind" => kind.clone())
+        .record(started.elapsed().as_secs_f64());
+    if matches!(outcome, Outcome::Ran(Ok(()))) {
+        metrics::counter!("jobs_finished_total", "kind" => kind, "outcome" => "done").increment(1);
+        shared.completions.done(id, attempt);
+        return;
+    }
+    let recorded = record(shared, RanJob { id, attempt, kind: &kind, tenant }, outcome).await;
     if let Err(err) = recorded {
         // The lease runs out and the job runs again: jobs run at least once (handlers are idempotent).
         tracing::error!(job.id = %id, job.kind = %kind, error = ?err, "recording a job's outcome failed");
@@ -296,15 +310,10 @@ struct RanJob<'a> {
     tenant: Option<Uuid>,
 }
 
-async fn record(
-    shared: &Shared,
-    job: RanJob<'_>,
-    outcome: Outcome,
-    took: Duration,
-) -> Result<(), crate::error::AppError> {
+/// Records an outcome other than success (those go through `Completions`).
+async fn record(shared: &Shared, job: RanJob<'_>, outcome: Outcome) -> Result<(), crate::error::AppError> {
     let RanJob { id, attempt, kind, tenant } = job;
     let client = shared.pool.get().await?;
-    metrics::histogram!("jobs_duration_seconds", "kind" => kind.to_owned()).record(took.as_secs_f64());
     let mut outcome = outcome;
     // A job that failed because its tenant went away meanwhile ends like one that found it gone.
     if let (Outcome::Ran(Err(_)), Some(tenant)) = (&outcome, tenant)
