@@ -397,6 +397,9 @@ impl ServerProcess {
             .env("DATA_DIR", scratch_dir())
             .env("JWT_SECRET", secret)
             .env("RUST_LOG", "warn")
+            // Jobs (mail above all) run in the test's own server, whose mail spool and
+            // encryption key the test reads; this replica only serves requests.
+            .env("JOBS_CONCURRENCY", "0")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()

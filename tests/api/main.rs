@@ -20,6 +20,7 @@ mod http;
 mod identity;
 mod isolation;
 mod jobs;
+mod jobs_product;
 mod live;
 mod live_migrations;
 mod load;
