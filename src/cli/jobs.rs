@@ -58,9 +58,19 @@ pub async fn run(pool: Pool, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Retry { id } => {
-            if repo::retry(&client, id).await.map_err(anyhow)? {
-                println!("job {id} queued again");
-                return Ok(ExitCode::SUCCESS);
+            match repo::retry(&client, id).await {
+                Ok(true) => {
+                    println!("job {id} queued again");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok(false) => {}
+                Err(err) if err.constraint() == Some("jobs_unique_queued") => {
+                    eprintln!(
+                        "job {id} was left as it is: another job with its unique key is already queued"
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(err) => return Err(anyhow(err)),
             }
             refuse(&client, id, "only dead or cancelled jobs can be retried").await
         }
