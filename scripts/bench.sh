@@ -9,7 +9,7 @@
 #                                       # instructions per request (callgrind)
 #   TENANTS=200 DURATION=5 scripts/bench.sh read    # a smoke run: TENANTS=20 DURATION=1 WARMUP=1
 #   SCALE_TENANTS=2000 scripts/bench.sh scale
-#   scripts/bench.sh cache | scripts/bench.sh instructions
+#   scripts/bench.sh cache | scripts/bench.sh instructions | scripts/bench.sh jobs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,4 +76,10 @@ if [ "$what" = all ] || [ "$what" = instructions ]; then
   ensure_db tenantry_bench
   echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench instructions -- --tenants $INSTR_TENANTS --requests $INSTR_REQUESTS"
   DATABASE_URL=$PGURL/tenantry_bench bench instructions --tenants "$INSTR_TENANTS" --requests "$INSTR_REQUESTS"
+fi
+
+if [ "$what" = all ] || [ "$what" = jobs ]; then
+  # Background jobs: no-op throughput through one worker, enqueue → start latency (own database).
+  echo "\$ PGURL=$PGURL cargo bench --bench jobs -- 5000 200 5 4"
+  PGURL=$PGURL bench jobs 5000 200 5 4
 fi

@@ -13,6 +13,7 @@ use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{build_pool, check_reachable};
 use crate::error::AppError;
+use crate::jobs::{Registry, Worker, WorkerSettings};
 use crate::plans::PlanCatalog;
 pub use crate::state::AppState;
 
@@ -30,16 +31,12 @@ async fn watch_migration_lag(state: AppState) {
     }
 }
 
-/// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
+/// Hourly upkeep of this process's memory: forget recovered throttle entries and idle usage.
+/// (Cluster-wide upkeep, such as purging deleted tenants, runs as recurring jobs: `jobs::product`.)
 async fn maintain(state: AppState) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
-        match crate::tenancy::purge_deleted(&state.pool, state.purge_after).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(tenants.purged = purged, "purged deleted tenants"),
-            Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
-        }
         state.sign_in_throttle.prune();
         crate::usage::prune(&state).await;
     }
@@ -74,6 +71,13 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
             _ => state.members.clear(),
         },
         notify::USAGE => state.usage.on_notice(&payload),
+        notify::STORAGE => {
+            if let Some((Ok(tenant), Ok(bytes))) =
+                payload.split_once(':').map(|(t, b)| (t.parse(), b.parse()))
+            {
+                state.usage.gauges.set_storage(tenant, bytes).await;
+            }
+        }
         notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
         notify::TENANT_MIGRATED => {
             // The tenant's next load carries its new migration version, and requests key their
@@ -156,6 +160,28 @@ async fn open_pools(config: &Config, database: &Database) -> anyhow::Result<(Poo
     Ok((pool, tenant_pool, listen_url))
 }
 
+/// The job worker, with pools of its own (jobs never take the connections requests wait for,
+/// nor the reverse); `None` with `JOBS_CONCURRENCY=0`.
+fn job_worker(
+    config: &Config,
+    database: &Database,
+    control_url: &str,
+    state: &AppState,
+) -> anyhow::Result<Option<Worker>> {
+    let settings = WorkerSettings::from_config(config);
+    if settings.concurrency == 0 {
+        return Ok(None);
+    }
+    let size = settings.concurrency + 2;
+    let pool = build_pool(control_url, size)?;
+    let tenant_pool = match config.database_pooler {
+        Pooler::None => pool.clone(),
+        Pooler::Transaction => build_pool(&database.url, size)?,
+    };
+    let registry = crate::jobs::product::registry(state);
+    Ok(Some(Worker::new(pool, tenant_pool, registry, settings)))
+}
+
 /// A built server: database ready, control schema migrated, port bound.
 pub struct Application {
     listener: TcpListener,
@@ -164,6 +190,8 @@ pub struct Application {
     bus: JoinHandle<()>,
     extra_routes: axum::Router,
     limits: crate::http::EdgeLimits,
+    /// Runs background jobs; `None` with `JOBS_CONCURRENCY=0`.
+    worker: Option<Worker>,
 }
 
 /// How long in-flight requests get to finish after a shutdown signal before the process stops
@@ -187,19 +215,32 @@ impl Application {
                 "tenants lag behind this build's migrations; run `tenantry migrate`"
             );
         }
+        let worker = job_worker(&config, &database, &listen_url, &state)?;
+        let job_wake = worker.as_ref().map(Worker::waker);
         let pg_config: tokio_postgres::Config = listen_url.parse()?;
         let bus = notify::spawn_listener(pg_config, {
             let state = state.clone();
             move |event| {
                 let state = state.clone();
-                async move { on_bus_event(&state, event).await }
+                let job_wake = job_wake.clone();
+                async move {
+                    let for_jobs = match &event {
+                        BusEvent::Notice { channel, .. } => channel == notify::JOBS,
+                        // Notifications may have been missed: look for due jobs now.
+                        BusEvent::Connected => true,
+                    };
+                    if for_jobs && let Some(wake) = &job_wake {
+                        wake.notify_one();
+                    }
+                    on_bus_event(&state, event).await
+                }
             }
         });
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (set BIND to another address)", config.bind))?;
         let limits = config.edge_limits();
-        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new(), limits })
+        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new(), limits, worker })
     }
 
     pub fn port(&self) -> u16 {
@@ -217,6 +258,13 @@ impl Application {
         self
     }
 
+    /// Adds the embedding application's own background jobs (handlers and recurring schedules).
+    /// Enqueue them with `tenantry::jobs::enqueue` in the transaction of their cause.
+    pub fn with_jobs(mut self, registry: Registry) -> Self {
+        self.worker = self.worker.map(|w| w.with(registry));
+        self
+    }
+
     /// Serves until Ctrl-C or SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
@@ -228,7 +276,7 @@ impl Application {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
         let router = crate::http::router_with(self.state.clone(), self.extra_routes);
         let upkeep = tokio::spawn(maintain(self.state.clone()));
-        let dunning = tokio::spawn(crate::billing::run_dunning(self.state.clone()));
+        let worker = self.worker.map(Worker::spawn);
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
         let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
         let supervisor = self.database.embedded.as_ref().and_then(EmbeddedPostgres::supervisor);
@@ -257,7 +305,11 @@ impl Application {
             ),
         }
         upkeep.abort();
-        dunning.abort();
+        // Requests are done, so no more jobs come from this process: stop claiming, let running
+        // jobs finish (bounded), give the rest back to the queue.
+        if let Some(worker) = worker {
+            worker.shutdown().await;
+        }
         lag.abort();
         if let Some(supervisor) = supervisor {
             supervisor.abort();

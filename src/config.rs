@@ -176,6 +176,25 @@ pub struct Config {
     #[arg(long, env = "BILLING_CHECK_INTERVAL_SECS", default_value_t = 300, global = true)]
     pub billing_check_interval_secs: u64,
 
+    /// Background jobs this process runs at once; 0: it runs none (other replicas do).
+    #[arg(long, env = "JOBS_CONCURRENCY", default_value_t = 4, global = true)]
+    pub jobs_concurrency: usize,
+
+    /// Milliseconds between looks for due jobs when no notification arrives (recurring jobs,
+    /// retries coming due, expired leases are noticed within this).
+    #[arg(long, env = "JOBS_POLL_MS", default_value_t = 1000, global = true)]
+    pub jobs_poll_ms: u64,
+
+    /// Seconds a claimed job stays reserved to its worker without a sign of life; a killed
+    /// worker's job runs again after this.
+    #[arg(long, env = "JOBS_LEASE_SECS", default_value_t = 60, global = true)]
+    pub jobs_lease_secs: u64,
+
+    /// Milliseconds before a failed job's first retry; each further retry waits twice as long
+    /// (up to an hour).
+    #[arg(long, env = "JOBS_RETRY_BASE_MS", default_value_t = 1000, global = true)]
+    pub jobs_retry_base_ms: u64,
+
     /// Where `verifyDomain` connects for given domains instead of resolving them, as
     /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
     #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
@@ -273,6 +292,10 @@ impl Config {
             billing_allowed_origins: None,
             billing_grace_secs: 7 * 24 * 3600,
             billing_check_interval_secs: 300,
+            jobs_concurrency: 4,
+            jobs_poll_ms: 200,
+            jobs_lease_secs: 60,
+            jobs_retry_base_ms: 1000,
             data_dir,
         }
     }

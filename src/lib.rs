@@ -13,6 +13,7 @@ pub mod error;
 pub mod graphql;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod mail;
 pub mod members;
 pub mod plans;

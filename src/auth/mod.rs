@@ -18,7 +18,7 @@ use self::password::Password;
 use self::repo::User;
 use self::session::Tokens;
 use crate::error::AppError;
-use crate::mail::Message;
+use crate::mail::{Message, outbox};
 use crate::state::AppState;
 
 const BAD_CREDENTIALS: &str = "the email or password is incorrect";
@@ -43,12 +43,10 @@ pub async fn sign_up(
     let user = repo::insert(&tx, &email, name, &hash).await?;
     let tokens = session::start(&tx, &state.tokens, user.id).await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
+    // Sent by a job that exists only if the account does; signing up never waits for SMTP.
+    outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, "user signed up");
-    // The account exists either way; a failed mail can be re-requested.
-    if let Err(err) = state.mailer.send(verification_mail(state, &user, token)).await {
-        tracing::error!(user.id = %user.id, error = ?err, "sending the verification mail failed");
-    }
     Ok((user, tokens))
 }
 
@@ -99,13 +97,16 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppErro
 
 /// Mails a new verification link to the signed-in user (earlier links stop working).
 pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), AppError> {
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
     let user = repo::require(&client, user_id).await?;
     if user.email_verified {
         return Ok(());
     }
-    let token = email_token::issue(&client, user.id, Purpose::VerifyEmail).await?;
-    state.mailer.send(verification_mail(state, &user, token)).await
+    let tx = client.transaction().await?;
+    let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
+    outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Mails a reset link if the email has an account. Answers at once and the same either way:
@@ -115,15 +116,16 @@ pub fn request_password_reset(state: &AppState, email: &str) {
     let state = state.clone();
     tokio::spawn(async move {
         let result = async {
-            let client = state.pool.get().await?;
+            let mut client = state.pool.get().await?;
             let Some((user, _)) = repo::find_credentials(&client, &email).await? else { return Ok(()) };
-            let token = email_token::issue(&client, user.id, Purpose::ResetPassword).await?;
+            let tx = client.transaction().await?;
+            let token = email_token::issue(&tx, user.id, Purpose::ResetPassword).await?;
             let link = format!("{}/reset-password?token={token}", state.public_url);
             let text = format!("Hello {},\n\nset a new password within 30 minutes:\n{link}\n\nIf you did not ask for this, ignore this mail.\n", user.name);
-            state
-                .mailer
-                .send(Message { to: user.email, subject: "Reset your password".into(), text, link, token })
-                .await
+            let message = Message { to: user.email, subject: "Reset your password".into(), text, link, token };
+            outbox::enqueue(&tx, &state.keys, &message).await?;
+            tx.commit().await?;
+            Ok::<_, AppError>(())
         }
         .await;
         if let Err(err) = result {

@@ -184,7 +184,8 @@ async fn customer_for(state: &AppState, tenant_id: Uuid) -> Result<String, AppEr
 }
 
 /// Suspends tenants whose payment has been overdue for longer than the grace period; returns
-/// how many. Run periodically by the process upkeep.
+/// how many. Run by the recurring job `billing.suspend_overdue` (once per
+/// `BILLING_CHECK_INTERVAL_SECS` across the cluster).
 pub async fn suspend_overdue(
     pool: &Pool,
     catalog: &PlanCatalog,
@@ -200,15 +201,4 @@ pub async fn suspend_overdue(
     }
     tx.commit().await?;
     Ok(due.len())
-}
-
-/// The upkeep loop: `suspend_overdue` every `check_interval`.
-pub async fn run_dunning(state: AppState) {
-    let mut every = tokio::time::interval(state.billing.check_interval);
-    loop {
-        every.tick().await;
-        if let Err(err) = suspend_overdue(&state.pool, &state.plans, state.billing.grace).await {
-            tracing::error!(error = ?err, "suspending overdue tenants failed");
-        }
-    }
 }

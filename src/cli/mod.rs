@@ -1,7 +1,8 @@
-//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `keys rotate`,
+//! The command line: `serve` (default), `migrate`, `tenants …`, `billing …`, `jobs …`, `keys rotate`,
 //! `schema`. Benchmarks are not part of the product: they live in `benches/` (docs/BENCHMARKS.md).
 
 mod billing;
+mod jobs;
 mod keys;
 mod migrate;
 mod tenants;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Stripe billing: `sync-prices` creates the plans' products and prices in Stripe.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
+    /// Background jobs: `list` (optionally by state), `retry` a dead job, `cancel` a queued one.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Encryption keys: `keys rotate` re-encrypts stored secrets under MASTER_ENCRYPTION_KEY.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
         }
         Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
+        Command::Jobs(cmd) => with_database(&cli.config, 2, |pool, _| jobs::run(pool, cmd)).await,
         Command::Keys(cmd) => {
             let keys = cli.config.keyring()?;
             with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await

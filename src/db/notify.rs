@@ -26,7 +26,12 @@ pub const USAGE: &str = "usage";
 /// Payload: the tenant id. `migrate` committed new migrations in the tenant's schema, so
 /// statements prepared against its old tables must go.
 pub const TENANT_MIGRATED: &str = "tenant_migrated";
-const CHANNELS: [&str; 5] = [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED, USAGE];
+/// Payload `<tenant id>:<bytes>`: a job measured a tenant's storage.
+pub const STORAGE: &str = "storage";
+/// A job was enqueued (or requeued): idle workers look for work now.
+pub const JOBS: &str = crate::jobs::JOBS_CHANNEL;
+const CHANNELS: [&str; 7] =
+    [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED, USAGE, STORAGE, JOBS];
 
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

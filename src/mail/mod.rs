@@ -1,25 +1,60 @@
 //! Outgoing mail through one `Mailer`; `MAILER` picks the transport:
 //! `log` (development: prints the message), `file:<dir>` (one JSON file per message),
-//! `smtp://…` / `smtps://…` (lettre).
+//! `smtp://…` / `smtps://…` (lettre). Features do not send directly: they enqueue through
+//! `outbox`, and the `send_mail` job calls `Mailer::send`.
+
+pub mod outbox;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::AppEnv;
-use crate::error::AppError;
 
 /// A message with its call to action: the link to click and the token inside it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     pub to: String,
     pub subject: String,
     pub text: String,
     pub link: String,
     pub token: String,
+}
+
+/// Why a message was not sent. Never includes the address, the text or the server's reply
+/// (which may echo the address): only what an operator needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the recipient is not a valid mailbox")]
+    BadAddress,
+    #[error("the SMTP server refused the message permanently ({0})")]
+    Refused(String),
+    #[error("the SMTP server failed or could not be reached ({0}); retried later")]
+    Transient(String),
+    #[error("writing the mail file failed ({0})")]
+    File(String),
+}
+
+impl MailError {
+    fn from_smtp(err: &lettre::transport::smtp::Error) -> Self {
+        let code = err.status().map(|c| format!("SMTP {c}"));
+        if err.is_permanent() {
+            return Self::Refused(code.unwrap_or_else(|| "permanent error".into()));
+        }
+        let what = if err.is_timeout() {
+            "timed out".to_owned()
+        } else if let Some(code) = code {
+            code
+        } else if err.is_transient() {
+            "temporary error".to_owned()
+        } else {
+            "connection or protocol error".to_owned()
+        };
+        Self::Transient(what)
+    }
 }
 
 #[derive(Clone)]
@@ -59,7 +94,8 @@ impl Mailer {
         bail!("MAILER must be `log`, `file:<dir>` or `smtp://…`")
     }
 
-    pub async fn send(&self, message: Message) -> Result<(), AppError> {
+    /// Sends now. Called by the `send_mail` job; features enqueue through `outbox`.
+    pub async fn send(&self, message: Message) -> Result<(), MailError> {
         match self {
             Self::Log => {
                 // The development mailbox: deliberately outside the structured log.
@@ -69,16 +105,18 @@ impl Mailer {
                 );
                 Ok(())
             }
-            Self::File(dir) => write_file(dir, &message).await.map_err(AppError::Internal),
+            Self::File(dir) => {
+                write_file(dir, &message).await.map_err(|err| MailError::File(format!("{err:#}")))
+            }
             Self::Smtp(smtp) => {
-                let to: Mailbox = message.to.parse().map_err(AppError::internal)?;
+                let to: Mailbox = message.to.parse().map_err(|_| MailError::BadAddress)?;
                 let email = lettre::Message::builder()
                     .from(smtp.from.clone())
                     .to(to)
                     .subject(message.subject)
                     .body(message.text)
-                    .map_err(AppError::internal)?;
-                smtp.transport.send(email).await.map_err(AppError::internal)?;
+                    .map_err(|_| MailError::BadAddress)?;
+                smtp.transport.send(email).await.map_err(|err| MailError::from_smtp(&err))?;
                 Ok(())
             }
         }

@@ -13,7 +13,7 @@ use crate::db::TenantTx;
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::guards::RoleGuard;
-use crate::mail::Message;
+use crate::mail::{Message, outbox};
 use crate::state::AppState;
 use crate::tenancy::graphql::TenantObject;
 
@@ -75,8 +75,10 @@ async fn acting(rc: &RequestCtx) -> Result<Acting, AppError> {
     Ok(Acting { actor: rc.actor()?, role: rc.role().await? })
 }
 
+/// Enqueues the invitation mail in the transaction that issued its token.
 async fn mail_invitation(
     state: &AppState,
+    tx: &mut TenantTx,
     invitation: &Invitation,
     tenant_name: &str,
     token: String,
@@ -87,7 +89,8 @@ async fn mail_invitation(
         invitation.role.as_db()
     );
     let subject = format!("You are invited to join {tenant_name}");
-    state.mailer.send(Message { to: invitation.email.clone(), subject, text, link, token }).await
+    let message = Message { to: invitation.email.clone(), subject, text, link, token };
+    outbox::enqueue_in(tx, &state.keys, invitation.tenant_id, &message).await
 }
 
 #[derive(Default)]
@@ -133,15 +136,15 @@ impl MemberMutation {
         let access = rc.tenant()?;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
-        let invited = invitations::invite(&mut tx, access, acting, &email, role).await?;
-        tx.commit().await?;
-        Ok(match invited {
-            Invited::AlreadyPending(invitation) => invitation.into(),
+        let invitation = match invitations::invite(&mut tx, access, acting, &email, role).await? {
+            Invited::AlreadyPending(invitation) => invitation,
             Invited::New { invitation, token } => {
-                mail_invitation(&rc.state, &invitation, &access.tenant.name, token).await?;
-                invitation.into()
+                mail_invitation(&rc.state, &mut tx, &invitation, &access.tenant.name, token).await?;
+                invitation
             }
-        })
+        };
+        tx.commit().await?;
+        Ok(invitation.into())
     }
 
     /// Joins the tenant of an invitation sent to the signed-in user's email address.
@@ -193,8 +196,8 @@ impl MemberMutation {
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
         let (invitation, token) = invitations::resend(&mut tx, access.tenant.id, acting, id).await?;
+        mail_invitation(&rc.state, &mut tx, &invitation, &access.tenant.name, token).await?;
         tx.commit().await?;
-        mail_invitation(&rc.state, &invitation, &access.tenant.name, token).await?;
         Ok(invitation.into())
     }
 

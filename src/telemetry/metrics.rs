@@ -24,6 +24,10 @@ pub const DB_POOL_MAX: &str = "db_pool_connections_max";
 pub const DB_POOL_WAITING: &str = "db_pool_waiting";
 pub const TENANTS: &str = "tenants";
 pub const RSS: &str = "process_resident_memory_bytes";
+pub const JOBS_QUEUED: &str = "jobs_queued";
+pub const JOBS_RUNNING: &str = "jobs_running";
+pub const JOBS_DEAD: &str = "jobs_dead";
+pub const JOBS_OLDEST_AGE: &str = "jobs_oldest_queued_age_seconds";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 1 ms to 10 s.
 const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -56,6 +60,18 @@ fn describe() {
     describe_gauge!(DB_POOL_WAITING, "requests waiting for a pooled connection");
     describe_gauge!(TENANTS, "tenants (not deleted), by status");
     describe_gauge!(RSS, Unit::Bytes, "resident set size of this process");
+    describe_gauge!(JOBS_QUEUED, "background jobs waiting (due or scheduled), cluster-wide");
+    describe_gauge!(JOBS_RUNNING, "background jobs claimed by a worker now, cluster-wide");
+    describe_gauge!(
+        JOBS_DEAD,
+        "background jobs that failed for good (see `tenantry jobs list --state dead`)"
+    );
+    describe_gauge!(JOBS_OLDEST_AGE, Unit::Seconds, "how long the longest-waiting due job has waited");
+    describe_counter!(
+        "jobs_finished_total",
+        "job attempts finished, by kind and outcome (done | retry | dead | skipped)"
+    );
+    describe_histogram!("jobs_duration_seconds", Unit::Seconds, "job run time, by kind");
 }
 
 /// The `extensions.code` values of the public contract; anything else is counted as `OTHER`.
@@ -107,9 +123,23 @@ pub async fn render(state: &AppState) -> String {
         }
         Err(err) => tracing::warn!(error = ?err, "metrics: counting tenants failed"),
     }
+    match job_stats(state).await {
+        Ok(stats) => {
+            gauge!(JOBS_QUEUED).set(stats.queued as f64);
+            gauge!(JOBS_RUNNING).set(stats.running as f64);
+            gauge!(JOBS_DEAD).set(stats.dead as f64);
+            gauge!(JOBS_OLDEST_AGE).set(stats.oldest_age_secs);
+        }
+        Err(err) => tracing::warn!(error = ?err, "metrics: reading the job queue failed"),
+    }
     let handle = handle();
     handle.run_upkeep();
     handle.render()
+}
+
+async fn job_stats(state: &AppState) -> anyhow::Result<crate::jobs::repo::Stats> {
+    let client = state.pool.get().await?;
+    crate::jobs::repo::stats(&client).await.map_err(|e| e.into_anyhow())
 }
 
 async fn tenants_by_status(state: &AppState) -> anyhow::Result<Vec<(String, i64)>> {

@@ -10,8 +10,9 @@ use moka::future::Cache;
 use uuid::Uuid;
 
 use super::repo;
-use crate::db::SchemaName;
+use crate::db::{SchemaName, notify};
 use crate::error::AppError;
+use crate::jobs::{self, JobCtx, JobError, NewJob};
 
 pub struct Gauges {
     storage: Cache<Uuid, i64>,
@@ -62,21 +63,54 @@ impl Gauges {
         self.members.invalidate(&tenant).await;
     }
 
-    /// Measures every tenant written to since the last refresh; returns how many.
-    pub async fn refresh_written(&self, pool: &Pool) -> Result<usize, AppError> {
+    /// A storage figure measured anywhere in the cluster (heard on the bus).
+    pub async fn set_storage(&self, tenant: Uuid, bytes: i64) {
+        self.storage.insert(tenant, bytes).await;
+    }
+
+    /// Enqueues a storage measurement for every tenant written to since the last round (at
+    /// most one queued per tenant, cluster-wide); returns how many tenants.
+    pub async fn enqueue_written(&self, pool: &Pool) -> Result<usize, AppError> {
         let tenants: Vec<Uuid> = self.dirty.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        for (i, &tenant) in tenants.iter().enumerate() {
-            match measure_storage(pool, tenant).await {
-                Ok(bytes) => self.storage.insert(tenant, bytes).await,
-                Err(err) => {
-                    // Keep the rest for the next round.
-                    self.dirty.lock().unwrap_or_else(|p| p.into_inner()).extend(&tenants[i..]);
-                    return Err(err);
-                }
+        if tenants.is_empty() {
+            return Ok(0);
+        }
+        let enqueued = async {
+            let client = pool.get().await?;
+            for &tenant in &tenants {
+                jobs::enqueue(&client, &measure_job(tenant)).await?;
             }
+            Ok::<_, AppError>(())
+        }
+        .await;
+        if let Err(err) = enqueued {
+            // Keep them for the next round (the unique key absorbs the ones already queued).
+            self.dirty.lock().unwrap_or_else(|p| p.into_inner()).extend(&tenants);
+            return Err(err);
         }
         Ok(tenants.len())
     }
+}
+
+/// The job kind that measures one tenant's storage.
+pub const MEASURE_STORAGE: &str = "usage.measure_storage";
+
+fn measure_job(tenant: Uuid) -> NewJob {
+    NewJob::new(MEASURE_STORAGE)
+        .for_tenant(tenant)
+        .unique(format!("{MEASURE_STORAGE}:{tenant}"))
+        .max_attempts(3)
+}
+
+/// The `usage.measure_storage` job: measures the job's tenant's schema in its own `TenantTx`
+/// and tells every replica the figure.
+pub async fn measure_storage_job(ctx: JobCtx) -> Result<(), JobError> {
+    let tenant = ctx.tenant_id()?;
+    let mut tx = ctx.tenant_tx().await?;
+    let bytes = repo::current_schema_bytes(&mut tx).await?;
+    notify::publish_in(&mut tx, notify::STORAGE, &format!("{tenant}:{bytes}")).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn measure_storage(pool: &Pool, tenant: Uuid) -> Result<i64, AppError> {

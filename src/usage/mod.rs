@@ -208,7 +208,8 @@ pub async fn require_storage_room(state: &AppState, access: &TenantAccess) -> Re
     access.check_room(Resource::StorageBytes, bytes, 1)
 }
 
-/// Flushes every `USAGE_FLUSH_MS` and re-measures storage of written tenants every few seconds.
+/// Flushes every `USAGE_FLUSH_MS`; every few seconds, enqueues storage measurements (jobs) for
+/// the tenants that wrote data.
 pub async fn run_flusher(state: AppState) {
     let mut tick = tokio::time::interval(state.usage.flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,8 +221,8 @@ pub async fn run_flusher(state: AppState) {
         }
         if last_storage.elapsed() >= STORAGE_REFRESH {
             last_storage = Instant::now();
-            if let Err(err) = state.usage.gauges.refresh_written(&state.pool).await {
-                tracing::warn!(error = ?err, "storage refresh failed; retried next round");
+            if let Err(err) = state.usage.gauges.enqueue_written(&state.pool).await {
+                tracing::warn!(error = ?err, "enqueueing storage measurements failed; retried next round");
             }
         }
     }

@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::meter::{Batch, Totals};
-use crate::db::SchemaName;
+use crate::db::{SchemaName, TenantTx};
 use crate::error::AppError;
 
 /// Adds a batch of request counts with one statement, at most once per batch id: a retry of a
@@ -100,6 +100,19 @@ pub async fn schema_bytes(db: &impl GenericClient, schema: &SchemaName) -> Resul
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where n.nspname = $1 and c.relkind in ('r', 'm')",
             &[&schema.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Bytes of the schema a tenant transaction is scoped to (its search_path).
+pub async fn current_schema_bytes(tx: &mut TenantTx) -> Result<i64, AppError> {
+    let row = tx
+        .query_one(
+            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = current_schema() and c.relkind in ('r', 'm')",
+            &[],
         )
         .await?;
     Ok(row.get(0))

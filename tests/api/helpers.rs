@@ -112,6 +112,7 @@ pub struct TestApp {
     /// Where the file mailer writes one JSON file per message.
     pub mail_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -135,7 +136,7 @@ pub async fn spawn_app_with_routes(configure: impl FnOnce(&mut Config), routes: 
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(app.run_until(async move {
+    let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     TestApp {
@@ -146,6 +147,19 @@ pub async fn spawn_app_with_routes(configure: impl FnOnce(&mut Config), routes: 
         db,
         mail_dir,
         shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Shuts the server down the way a signal does, and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server task").expect("a clean shutdown");
+        }
     }
 }
 
@@ -229,15 +243,37 @@ impl TestApp {
     /// Signs up `<name>@example.com`, verifies the address from the mailed link, returns an access token.
     pub async fn sign_up(&self, name: &str) -> String {
         let payload = self.sign_up_unverified(name).await;
-        let mail = self.last_mail_to(&format!("{name}@example.com"));
+        let mail = self.last_mail_to(&format!("{name}@example.com")).await;
         let verify = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
         let (_, body) = self.graphql(As::default(), verify, json!({ "t": mail["token"] })).await;
         assert_eq!(body["data"]["verifyEmail"]["emailVerified"], true, "{body}");
         payload["accessToken"].as_str().unwrap().to_owned()
     }
 
-    /// All mail sent to `to`, oldest first.
-    pub fn mail_to(&self, to: &str) -> Vec<Value> {
+    /// Waits until no mail job is queued or running (mail goes out through the job queue).
+    pub async fn mail_settled(&self) {
+        let client = self.pool.get().await.unwrap();
+        eventually(Duration::from_secs(10), || async {
+            let row = client
+                .query_one(
+                    "select count(*) from control.jobs where kind = 'send_mail' and state in ('queued', 'running')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// All mail sent to `to`, oldest first, once the mail queue is settled.
+    pub async fn mail_to(&self, to: &str) -> Vec<Value> {
+        self.mail_settled().await;
+        self.mail_in_spool(to)
+    }
+
+    /// The mail to `to` written so far, oldest first (without waiting for the queue).
+    pub fn mail_in_spool(&self, to: &str) -> Vec<Value> {
         let mut files: Vec<_> = std::fs::read_dir(&self.mail_dir)
             .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -253,15 +289,15 @@ impl TestApp {
     /// The first mail to `to` with `subject`, waiting for it (some mail is sent in the background).
     pub async fn wait_for_mail(&self, to: &str, subject: &str) -> Value {
         eventually(std::time::Duration::from_secs(5), || async {
-            self.mail_to(to).into_iter().find(|m| m["subject"] == subject)
+            self.mail_to(to).await.into_iter().find(|m| m["subject"] == subject)
         })
         .await
         .0
     }
 
-    /// The latest mail sent to `to`.
-    pub fn last_mail_to(&self, to: &str) -> Value {
-        self.mail_to(to).pop().unwrap_or_else(|| panic!("no mail to {to}"))
+    /// The latest mail sent to `to`, once the mail queue is settled.
+    pub async fn last_mail_to(&self, to: &str) -> Value {
+        self.mail_to(to).await.pop().unwrap_or_else(|| panic!("no mail to {to}"))
     }
 
     /// Creates a tenant owned by the token's user; returns its id.
@@ -312,7 +348,7 @@ impl TestApp {
     pub async fn member_of(&self, owner: &str, tenant: &str, name: &str, role: &str) -> String {
         let invited = self.invite(owner, tenant, name, role).await;
         assert!(invited["data"]["inviteMember"].is_object(), "{invited}");
-        let invitation = self.last_mail_to(&format!("{name}@example.com"));
+        let invitation = self.last_mail_to(&format!("{name}@example.com")).await;
         let user = self.sign_up(name).await;
         let accepted = self.accept(&user, invitation["token"].as_str().unwrap()).await;
         assert_eq!(accepted["data"]["acceptInvitation"]["role"], role, "{accepted}");
@@ -365,6 +401,9 @@ impl ServerProcess {
             .env("JWT_SECRET", config.jwt_secret.unwrap())
             .env("PUBLIC_URL", config.public_url)
             .env("RUST_LOG", "warn")
+            // Jobs (mail above all) run in the test's own server, whose mail spool and
+            // encryption key the test reads; this replica only serves requests.
+            .env("JOBS_CONCURRENCY", "0")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -103,7 +103,7 @@ async fn creating_a_tenant_needs_a_verified_email_and_the_link_works_once() {
     let (_, body) = app.graphql(As::user(&token), create, json!({})).await;
     assert_eq!(error_code(&body), Some("EMAIL_NOT_VERIFIED"), "{body}");
 
-    let mail = app.last_mail_to("ann@example.com");
+    let mail = app.last_mail_to("ann@example.com").await;
     assert!(mail["link"].as_str().unwrap().starts_with("http://app.test/verify-email?token="), "{mail}");
     let verify = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
     let (_, body) = app.graphql(As::default(), verify, json!({ "t": mail["token"] })).await;
@@ -127,7 +127,7 @@ async fn a_password_reset_answers_alike_for_unknown_emails_and_works_once() {
 
     let mail = app.wait_for_mail("ann@example.com", "Reset your password").await;
     assert!(mail["link"].as_str().is_some_and(|l| l.contains("/reset-password?token=")), "{mail}");
-    assert!(app.mail_to("zed@example.com").is_empty());
+    assert!(app.mail_to("zed@example.com").await.is_empty());
 
     let reset = "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }";
     let (_, body) = app.graphql(As::default(), reset, json!({ "t": mail["token"], "p": "12345678" })).await;

@@ -20,6 +20,8 @@ mod helpers;
 mod http;
 mod identity;
 mod isolation;
+mod jobs;
+mod jobs_product;
 mod live;
 mod live_migrations;
 mod load;

@@ -98,7 +98,7 @@ async fn an_invitation_is_mailed_and_accepted_by_the_invited_address_only() {
     let owner = owner(&app).await;
     let invited = app.invite(&owner, "acme", "bea", "MEMBER").await;
     assert_eq!(invited["data"]["inviteMember"]["email"], "bea@example.com", "{invited}");
-    let mail = app.last_mail_to("bea@example.com");
+    let mail = app.last_mail_to("bea@example.com").await;
     assert!(mail["link"].as_str().unwrap().starts_with("http://app.test/accept-invitation?token="), "{mail}");
     let token = mail["token"].as_str().unwrap();
 
@@ -129,7 +129,7 @@ async fn expired_and_revoked_invitations_cannot_be_accepted() {
         .execute("update control.invitations set expires_at = now() - interval '1 hour'", &[])
         .await
         .unwrap();
-    let body = app.accept(&bea, app.last_mail_to("bea@example.com")["token"].as_str().unwrap()).await;
+    let body = app.accept(&bea, app.last_mail_to("bea@example.com").await["token"].as_str().unwrap()).await;
     assert_eq!(error_code(&body), Some("VALIDATION"));
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("expired"), "{body}");
 
@@ -138,7 +138,7 @@ async fn expired_and_revoked_invitations_cannot_be_accepted() {
     let revoke = "mutation($id: ID!) { revokeInvitation(id: $id) { id } }";
     let (_, body) = app.graphql(As::member(&owner, "acme"), revoke, json!({ "id": id })).await;
     assert_eq!(body["data"]["revokeInvitation"]["id"], id, "{body}");
-    let body = app.accept(&cyd, app.last_mail_to("cyd@example.com")["token"].as_str().unwrap()).await;
+    let body = app.accept(&cyd, app.last_mail_to("cyd@example.com").await["token"].as_str().unwrap()).await;
     assert_eq!(error_code(&body), Some("VALIDATION"));
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("revoked"), "{body}");
     let body = app.accept(&cyd, "made-up-token").await;
@@ -152,17 +152,21 @@ async fn resending_an_invitation_kills_the_old_link_and_reinviting_does_not_dupl
     let first = app.invite(&owner, "acme", "bea", "MEMBER").await;
     let again = app.invite(&owner, "acme", "bea", "MEMBER").await;
     assert_eq!(first["data"]["inviteMember"]["id"], again["data"]["inviteMember"]["id"]);
-    assert_eq!(app.mail_to("bea@example.com").len(), 1, "re-inviting a pending address sends nothing new");
+    assert_eq!(
+        app.mail_to("bea@example.com").await.len(),
+        1,
+        "re-inviting a pending address sends nothing new"
+    );
     let (_, list) = app.graphql(As::member(&owner, "acme"), "{ invitations { email } }", json!({})).await;
     assert_eq!(list["data"]["invitations"], json!([{ "email": "bea@example.com" }]));
 
-    let old_token = app.last_mail_to("bea@example.com")["token"].as_str().unwrap().to_owned();
+    let old_token = app.last_mail_to("bea@example.com").await["token"].as_str().unwrap().to_owned();
     let resend = "mutation($id: ID!) { resendInvitation(id: $id) { id } }";
     let (_, body) = app
         .graphql(As::member(&owner, "acme"), resend, json!({ "id": first["data"]["inviteMember"]["id"] }))
         .await;
     assert!(body["data"]["resendInvitation"].is_object(), "{body}");
-    let new_token = app.last_mail_to("bea@example.com")["token"].as_str().unwrap().to_owned();
+    let new_token = app.last_mail_to("bea@example.com").await["token"].as_str().unwrap().to_owned();
     assert_ne!(old_token, new_token);
 
     let bea = app.sign_up("bea").await;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::helpers::scratch_dir;
 use crate::migrations::{control_db, provision_many};
 
-fn tenantry(db_url: &str, args: &[&str]) -> Output {
+pub fn tenantry(db_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(args)
         .env("DATABASE_URL", db_url)
@@ -17,7 +17,7 @@ fn tenantry(db_url: &str, args: &[&str]) -> Output {
         .expect("running tenantry")
 }
 
-fn stdout(out: &Output) -> String {
+pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
