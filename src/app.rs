@@ -30,7 +30,8 @@ async fn watch_migration_lag(state: AppState) {
     }
 }
 
-/// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries.
+/// Hourly upkeep: purge tenants past their grace period, forget recovered throttle entries and
+/// ended throttle windows.
 async fn maintain(state: AppState) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -41,6 +42,11 @@ async fn maintain(state: AppState) {
             Err(err) => tracing::error!(error = ?err, "purging deleted tenants failed"),
         }
         state.sign_in_throttle.prune();
+        if let Ok(client) = state.pool.get().await
+            && let Err(err) = crate::auth::throttle::prune_windows(&client).await
+        {
+            tracing::warn!(error = ?err, "dropping ended throttle windows failed");
+        }
         crate::usage::prune(&state).await;
     }
 }
@@ -242,7 +248,9 @@ impl Application {
                 draining.notify_one();
             }
         };
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signalled);
+        // The peer address feeds the per-IP throttles (`ClientIp`).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(signalled);
         let deadline = async {
             draining.notified().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;

@@ -177,6 +177,41 @@ pub struct Config {
     /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
     #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
     pub domain_check_hosts: Vec<String>,
+
+    /// Proxies (IP addresses or networks like 10.0.0.0/8, comma-separated) whose
+    /// `X-Forwarded-For` names the client for per-IP throttles. Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<String>,
+
+    /// Password hashes computed at once, on dedicated threads. Unset: one per CPU core.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", global = true,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub password_hash_concurrency: Option<u32>,
+
+    /// Password hashes that may wait for a thread; past that, RATE_LIMITED at once.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE", default_value_t = 64, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub password_hash_queue: u32,
+
+    /// Milliseconds a password hash may wait for a thread before RATE_LIMITED.
+    #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    pub password_hash_timeout_ms: u64,
+
+    /// `signUp` attempts per email address per hour, cluster-wide (taken addresses included).
+    #[arg(long, env = "SIGN_UPS_PER_ADDRESS_PER_HOUR", default_value_t = 3, global = true)]
+    pub sign_ups_per_address_per_hour: u32,
+
+    /// `signUp` attempts per client IP per hour, cluster-wide.
+    #[arg(long, env = "SIGN_UPS_PER_IP_PER_HOUR", default_value_t = 20, global = true)]
+    pub sign_ups_per_ip_per_hour: u32,
+
+    /// Password-reset and verification mails per email address per hour, cluster-wide.
+    #[arg(long, env = "MAILS_PER_ADDRESS_PER_HOUR", default_value_t = 5, global = true)]
+    pub mails_per_address_per_hour: u32,
+
+    /// `requestPasswordReset` calls per client IP per hour, cluster-wide.
+    #[arg(long, env = "RESETS_PER_IP_PER_HOUR", default_value_t = 20, global = true)]
+    pub resets_per_ip_per_hour: u32,
 }
 
 /// What sits between tenantry and PostgreSQL.
@@ -222,6 +257,16 @@ impl Config {
             migration_lock_timeout_ms: 1_000,
             migration_lock_retries: 10,
             domain_check_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            password_hash_concurrency: None,
+            password_hash_queue: 64,
+            // A machine busy with the whole suite hashes slowly; the flood test lowers it.
+            password_hash_timeout_ms: 60_000,
+            // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
+            sign_ups_per_address_per_hour: 1_000,
+            sign_ups_per_ip_per_hour: 100_000,
+            mails_per_address_per_hour: 1_000,
+            resets_per_ip_per_hour: 100_000,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com/".into(),
@@ -230,6 +275,29 @@ impl Config {
             billing_check_interval_secs: 300,
             data_dir,
         }
+    }
+
+    /// The cluster-wide sign-up and mail throttles.
+    pub fn hourly_limits(&self) -> crate::auth::throttle::HourlyLimits {
+        crate::auth::throttle::HourlyLimits {
+            sign_ups_per_address: self.sign_ups_per_address_per_hour,
+            sign_ups_per_ip: self.sign_ups_per_ip_per_hour,
+            mails_per_address: self.mails_per_address_per_hour,
+            resets_per_ip: self.resets_per_ip_per_hour,
+        }
+    }
+
+    /// The password-hashing pool: PASSWORD_HASH_CONCURRENCY threads (default: the cores).
+    pub fn password_hasher(&self) -> anyhow::Result<crate::auth::hasher::Hasher> {
+        let threads = self.password_hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            |n| n as usize,
+        );
+        crate::auth::hasher::Hasher::start(
+            threads,
+            self.password_hash_queue as usize,
+            std::time::Duration::from_millis(self.password_hash_timeout_ms.max(1)),
+        )
     }
 
     /// Whether `/playground` is served: as configured, else only outside production.

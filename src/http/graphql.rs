@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use super::client_ip::ClientIp;
 use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve;
 use crate::usage::RateHeaders;
@@ -16,6 +17,7 @@ pub async fn handler(
     State(http): State<HttpState>,
     method: Method,
     headers: HeaderMap,
+    ClientIp(client_ip): ClientIp,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
     if method == Method::POST && !is_json(&headers) {
@@ -63,7 +65,7 @@ pub async fn handler(
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let ctx = RequestCtx::new(state.clone(), tenant.clone(), caller);
+    let ctx = RequestCtx::new(state.clone(), tenant.clone(), caller).with_client_ip(client_ip);
     // Requests a tenant answers for (its members' and its API keys') are counted and limited;
     // anyone else's fail in the resolvers without touching the tenant's quota.
     let metered = match tenant {

@@ -339,6 +339,16 @@ impl TestApp {
     }
 }
 
+/// Throttles as generous as `Config::for_tests` for `tenantry serve` children: the suites sign
+/// up many users from 127.0.0.1, and a busy machine may hash slowly.
+pub const TEST_LIMITS: &[(&str, &str)] = &[
+    ("SIGN_UPS_PER_IP_PER_HOUR", "100000"),
+    ("SIGN_UPS_PER_ADDRESS_PER_HOUR", "1000"),
+    ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),
+    ("RESETS_PER_IP_PER_HOUR", "100000"),
+    ("PASSWORD_HASH_TIMEOUT_MS", "60000"),
+];
+
 /// A `tenantry serve` child process on the same database: another replica.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -361,6 +371,7 @@ impl ServerProcess {
             .env("DATA_DIR", scratch_dir())
             .env("JWT_SECRET", secret)
             .env("RUST_LOG", "warn")
+            .envs(TEST_LIMITS.iter().copied())
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
