@@ -189,12 +189,12 @@ pub struct Config {
     pub password_hash_concurrency: Option<u32>,
 
     /// Password hashes that may wait for a thread; past that, RATE_LIMITED at once.
-    #[arg(long, env = "PASSWORD_HASH_QUEUE", default_value_t = 64, global = true,
+    #[arg(long, env = "PASSWORD_HASH_QUEUE", default_value_t = 16, global = true,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub password_hash_queue: u32,
 
     /// Milliseconds a password hash may wait for a thread before RATE_LIMITED.
-    #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 2_000, global = true)]
     pub password_hash_timeout_ms: u64,
 
     /// `signUp` attempts per email address per hour, cluster-wide (taken addresses included).
