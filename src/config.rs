@@ -197,6 +197,10 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 2_000, global = true)]
     pub password_hash_timeout_ms: u64,
 
+    /// `signIn` attempts per client IP per minute, per process (10 per email are fixed).
+    #[arg(long, env = "SIGN_INS_PER_IP_PER_MINUTE", default_value_t = 60, global = true)]
+    pub sign_ins_per_ip_per_minute: u32,
+
     /// `signUp` attempts per email address per hour, cluster-wide (taken addresses included).
     #[arg(long, env = "SIGN_UPS_PER_ADDRESS_PER_HOUR", default_value_t = 3, global = true)]
     pub sign_ups_per_address_per_hour: u32,
@@ -263,6 +267,7 @@ impl Config {
             // A machine busy with the whole suite hashes slowly; the flood test lowers it.
             password_hash_timeout_ms: 60_000,
             // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
+            sign_ins_per_ip_per_minute: 100_000,
             sign_ups_per_address_per_hour: 1_000,
             sign_ups_per_ip_per_hour: 100_000,
             mails_per_address_per_hour: 1_000,

@@ -113,7 +113,7 @@ impl AppState {
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             require_verified_email: config.require_verified_email,
-            sign_in_throttle: SignInThrottle::per_minute(10),
+            sign_in_throttle: SignInThrottle::per_minute(10, config.sign_ins_per_ip_per_minute),
             hourly_limits: config.hourly_limits(),
             hasher: config.password_hasher()?,
             trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,

@@ -92,7 +92,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("signIn")?;
-        let (user, tokens) = super::sign_in(&rc.state, &email, &password).await?;
+        let (user, tokens) = super::sign_in(&rc.state, rc.client_ip(), &email, &password).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 

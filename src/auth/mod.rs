@@ -106,13 +106,19 @@ fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
 }
 
 /// Checks credentials. Unknown email and wrong password fail alike, in message and in time;
-/// more than 10 attempts a minute for one email are refused with `RATE_LIMITED`.
+/// more than 10 attempts a minute for one email, or `SIGN_INS_PER_IP_PER_MINUTE` from one
+/// client, are refused with `RATE_LIMITED`.
 #[tracing::instrument(skip_all)]
-pub async fn sign_in(state: &AppState, email: &str, password: &str) -> Result<(User, Tokens), AppError> {
+pub async fn sign_in(
+    state: &AppState,
+    client_ip: Option<IpAddr>,
+    email: &str,
+    password: &str,
+) -> Result<(User, Tokens), AppError> {
     let Ok(email) = EmailAddress::parse(email) else {
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     };
-    state.sign_in_throttle.attempt(email.as_str())?;
+    state.sign_in_throttle.attempt(&throttle::ip_key(client_ip), email.as_str())?;
     let found = repo::find_credentials(&state.pool.get().await?, &email).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),

@@ -1,4 +1,5 @@
-//! Throttles. Sign-in: at most 10 attempts per email per minute, per process (governor, GCRA).
+//! Throttles. Sign-in: at most 10 attempts per email and `SIGN_INS_PER_IP_PER_MINUTE` per client
+//! IP per minute, per process (governor, GCRA).
 //! Sign-ups and mailed links: per address and per client IP per hour, cluster-wide, counted in
 //! `control.throttle_hits` by one atomic upsert per key.
 
@@ -13,26 +14,39 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use super::secret::hash_secret;
 use crate::error::AppError;
 
+/// Sign-in attempts per email and per client IP, per process.
 #[derive(Clone)]
-pub struct SignInThrottle(Arc<DefaultKeyedRateLimiter<String>>);
+pub struct SignInThrottle {
+    emails: Arc<DefaultKeyedRateLimiter<String>>,
+    ips: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+fn keyed_per_minute(n: u32) -> Arc<DefaultKeyedRateLimiter<String>> {
+    let quota = Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least one"));
+    Arc::new(RateLimiter::keyed(quota))
+}
 
 impl SignInThrottle {
-    pub fn per_minute(attempts: u32) -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(attempts.max(1)).expect("at least one"));
-        Self(Arc::new(RateLimiter::keyed(quota)))
+    pub fn per_minute(per_email: u32, per_ip: u32) -> Self {
+        Self { emails: keyed_per_minute(per_email), ips: keyed_per_minute(per_ip) }
     }
 
-    /// Counts an attempt for `email`; `RATE_LIMITED` with the wait when over the quota.
-    pub fn attempt(&self, email: &str) -> Result<(), AppError> {
-        self.0.check_key(&email.to_owned()).map_err(|not_until| {
+    /// Counts an attempt from `ip` (see `ip_key`) for `email`; `RATE_LIMITED` with the wait
+    /// when either is over its quota. The IP is checked first, so a flood from one client
+    /// does not use up its victims' per-email attempts, nor the hashing pool others need.
+    pub fn attempt(&self, ip: &str, email: &str) -> Result<(), AppError> {
+        let refused = |not_until: governor::NotUntil<_>| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             AppError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        })
+        };
+        self.ips.check_key(&ip.to_owned()).map_err(refused)?;
+        self.emails.check_key(&email.to_owned()).map_err(refused)
     }
 
-    /// Forgets emails whose quota has fully recovered (bounded memory).
+    /// Forgets keys whose quota has fully recovered (bounded memory).
     pub fn prune(&self) {
-        self.0.retain_recent();
+        self.emails.retain_recent();
+        self.ips.retain_recent();
     }
 }
 

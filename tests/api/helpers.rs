@@ -342,6 +342,7 @@ impl TestApp {
 /// Throttles as generous as `Config::for_tests` for `tenantry serve` children: the suites sign
 /// up many users from 127.0.0.1, and a busy machine may hash slowly.
 pub const TEST_LIMITS: &[(&str, &str)] = &[
+    ("SIGN_INS_PER_IP_PER_MINUTE", "100000"),
     ("SIGN_UPS_PER_IP_PER_HOUR", "100000"),
     ("SIGN_UPS_PER_ADDRESS_PER_HOUR", "1000"),
     ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),

@@ -200,3 +200,44 @@ async fn sign_up_with_a_taken_address_answers_alike_and_mails_the_owner_instead(
     let (_, body) = app.graphql(As::default(), sign_in, json!({})).await;
     assert_eq!(body["data"]["signIn"]["user"]["name"], "Tester", "{body}");
 }
+
+/// `signIn` as the client `ip`, through a proxy on 127.0.0.1 that says so in `X-Forwarded-For`.
+async fn sign_in_from(app: &TestApp, ip: &str, email: String, password: &str) -> (u16, Value) {
+    let query = "mutation($e: String!, $p: String!) { signIn(email: $e, password: $p) { accessToken } }";
+    let res = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("x-forwarded-for", ip)
+        .json(&json!({ "query": query, "variables": { "e": email, "p": password } }))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_sign_in_flood_from_one_client_is_refused_while_another_client_signs_in() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.sign_ins_per_ip_per_minute = 5;
+    })
+    .await;
+    app.sign_up_unverified("ann").await;
+    let flood = join_all(
+        (0..50).map(|i| sign_in_from(&app, "203.0.113.9", format!("x{i}@example.com"), "wrong password")),
+    );
+    let ordinary = sign_in_from(&app, "198.51.100.7", "ann@example.com".into(), "correct horse");
+    let (flood, (status, body)) = tokio::join!(flood, ordinary);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["signIn"]["accessToken"].is_string(), "{body}");
+    let refused =
+        flood.iter().filter(|(status, body)| *status == 429 && error_code(body) == Some("RATE_LIMITED"));
+    assert_eq!(refused.count(), 45, "5 attempts a minute from the flooding client");
+
+    // A client cannot pick its own address: without a trusted proxy the header is ignored, so
+    // both "clients" are 127.0.0.1 and share its allowance.
+    let app = spawn_app_with(|c| c.sign_ins_per_ip_per_minute = 1).await;
+    sign_in_from(&app, "203.0.113.9", "x@example.com".into(), "wrong password").await;
+    let (status, body) = sign_in_from(&app, "198.51.100.7", "y@example.com".into(), "wrong password").await;
+    assert_eq!((status, error_code(&body)), (429, Some("RATE_LIMITED")), "{body}");
+}
