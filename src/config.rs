@@ -263,8 +263,9 @@ impl Config {
             domain_check_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             password_hash_concurrency: None,
-            password_hash_queue: 64,
-            // A machine busy with the whole suite hashes slowly; the flood test lowers it.
+            // Bursts of sign-ups in tests queue, and a machine busy with the whole suite hashes
+            // slowly; the flood tests lower both.
+            password_hash_queue: 1_000,
             password_hash_timeout_ms: 60_000,
             // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
             sign_ins_per_ip_per_minute: 100_000,

@@ -347,6 +347,7 @@ pub const TEST_LIMITS: &[(&str, &str)] = &[
     ("SIGN_UPS_PER_ADDRESS_PER_HOUR", "1000"),
     ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),
     ("RESETS_PER_IP_PER_HOUR", "100000"),
+    ("PASSWORD_HASH_QUEUE", "1000"),
     ("PASSWORD_HASH_TIMEOUT_MS", "60000"),
 ];
 
