@@ -31,13 +31,19 @@ async fn watch_migration_lag(state: AppState) {
     }
 }
 
-/// Hourly upkeep of this process's memory: forget recovered throttle entries and idle usage.
-/// (Cluster-wide upkeep, such as purging deleted tenants, runs as recurring jobs: `jobs::product`.)
+/// Hourly upkeep of this process's memory and of ended throttle windows: forget recovered
+/// throttle entries and idle usage. (Cluster-wide upkeep, such as purging deleted tenants, runs as
+/// recurring jobs: `jobs::product`.)
 async fn maintain(state: AppState) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
         state.sign_in_throttle.prune();
+        if let Ok(client) = state.pool.get().await
+            && let Err(err) = crate::auth::throttle::prune_windows(&client).await
+        {
+            tracing::warn!(error = ?err, "dropping ended throttle windows failed");
+        }
         crate::usage::prune(&state).await;
     }
 }

@@ -233,6 +233,44 @@ pub struct Config {
     /// production (the playground needs it: enable both).
     #[arg(long, env = "INTROSPECTION", global = true)]
     pub introspection: Option<bool>,
+    /// Proxies (IP addresses or networks like 10.0.0.0/8, comma-separated) whose
+    /// `X-Forwarded-For` names the client for per-IP throttles. Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<String>,
+
+    /// Password hashes computed at once, on dedicated threads. Unset: one per CPU core.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", global = true,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub password_hash_concurrency: Option<u32>,
+
+    /// Password hashes that may wait for a thread; past that, RATE_LIMITED at once.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE", default_value_t = 16, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub password_hash_queue: u32,
+
+    /// Milliseconds a password hash may wait for a thread before RATE_LIMITED.
+    #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 2_000, global = true)]
+    pub password_hash_timeout_ms: u64,
+
+    /// `signIn` attempts per client IP per minute, per process (10 per email are fixed).
+    #[arg(long, env = "SIGN_INS_PER_IP_PER_MINUTE", default_value_t = 60, global = true)]
+    pub sign_ins_per_ip_per_minute: u32,
+
+    /// `signUp` attempts per email address per hour, cluster-wide (taken addresses included).
+    #[arg(long, env = "SIGN_UPS_PER_ADDRESS_PER_HOUR", default_value_t = 3, global = true)]
+    pub sign_ups_per_address_per_hour: u32,
+
+    /// `signUp` attempts per client IP per hour, cluster-wide.
+    #[arg(long, env = "SIGN_UPS_PER_IP_PER_HOUR", default_value_t = 20, global = true)]
+    pub sign_ups_per_ip_per_hour: u32,
+
+    /// Password-reset and verification mails per email address per hour, cluster-wide.
+    #[arg(long, env = "MAILS_PER_ADDRESS_PER_HOUR", default_value_t = 5, global = true)]
+    pub mails_per_address_per_hour: u32,
+
+    /// `requestPasswordReset` calls per client IP per hour, cluster-wide.
+    #[arg(long, env = "RESETS_PER_IP_PER_HOUR", default_value_t = 20, global = true)]
+    pub resets_per_ip_per_hour: u32,
 }
 
 /// What sits between tenantry and PostgreSQL.
@@ -286,6 +324,18 @@ impl Config {
             jwt_issuer: None,
             jwt_audience: "tenantry".into(),
             introspection: None,
+            trusted_proxies: Vec::new(),
+            password_hash_concurrency: None,
+            // Bursts of sign-ups in tests queue, and a machine busy with the whole suite hashes
+            // slowly; the flood tests lower both.
+            password_hash_queue: 1_000,
+            password_hash_timeout_ms: 60_000,
+            // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
+            sign_ins_per_ip_per_minute: 100_000,
+            sign_ups_per_address_per_hour: 1_000,
+            sign_ups_per_ip_per_hour: 100_000,
+            mails_per_address_per_hour: 1_000,
+            resets_per_ip_per_hour: 100_000,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com/".into(),
@@ -298,6 +348,29 @@ impl Config {
             jobs_retry_base_ms: 1000,
             data_dir,
         }
+    }
+
+    /// The cluster-wide sign-up and mail throttles.
+    pub fn hourly_limits(&self) -> crate::auth::throttle::HourlyLimits {
+        crate::auth::throttle::HourlyLimits {
+            sign_ups_per_address: self.sign_ups_per_address_per_hour,
+            sign_ups_per_ip: self.sign_ups_per_ip_per_hour,
+            mails_per_address: self.mails_per_address_per_hour,
+            resets_per_ip: self.resets_per_ip_per_hour,
+        }
+    }
+
+    /// The password-hashing pool: PASSWORD_HASH_CONCURRENCY threads (default: the cores).
+    pub fn password_hasher(&self) -> anyhow::Result<crate::auth::hasher::Hasher> {
+        let threads = self.password_hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            |n| n as usize,
+        );
+        crate::auth::hasher::Hasher::start(
+            threads,
+            self.password_hash_queue as usize,
+            std::time::Duration::from_millis(self.password_hash_timeout_ms.max(1)),
+        )
     }
 
     /// Whether `/playground` is served: as configured, else only outside production.

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 
 use crate::api_keys::ApiKeyCache;
-use crate::auth::throttle::SignInThrottle;
+use crate::auth::hasher::Hasher;
+use crate::auth::throttle::{HourlyLimits, SignInThrottle};
 use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
+use crate::http::client_ip::TrustedProxies;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
@@ -53,6 +55,12 @@ pub struct Inner {
     pub public_url: String,
     pub require_verified_email: bool,
     pub sign_in_throttle: SignInThrottle,
+    /// Cluster-wide sign-up and mail throttles.
+    pub hourly_limits: HourlyLimits,
+    /// Dedicated threads for password hashing.
+    pub hasher: Hasher,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
@@ -123,7 +131,10 @@ impl AppState {
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             require_verified_email: config.require_verified_email,
-            sign_in_throttle: SignInThrottle::per_minute(10),
+            sign_in_throttle: SignInThrottle::per_minute(10, config.sign_ins_per_ip_per_minute),
+            hourly_limits: config.hourly_limits(),
+            hasher: config.password_hasher()?,
+            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
             started_at: Instant::now(),
             cors_origins: config.cors_origins.clone(),

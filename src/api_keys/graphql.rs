@@ -1,26 +1,45 @@
 //! GraphQL: `createApiKey`, `apiKeys`, `revokeApiKey` (OWNER and ADMIN; creating needs `api_access`).
 
-use async_graphql::{Context, ID, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::repo::{self, ApiKey};
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
+use crate::graphql::context::{Caller, RequestCtx};
 use crate::graphql::guards::{FeatureGuard, RoleGuard};
-use crate::members::Role;
+use crate::members::graphql::MemberObject;
+use crate::members::{Role, repo as members};
 use crate::plans::Feature;
 
 #[derive(SimpleObject)]
-#[graphql(name = "ApiKey")]
+#[graphql(name = "ApiKey", complex)]
 pub struct ApiKeyObject {
     id: ID,
     name: String,
     role: Role,
     /// The visible part of the key (`tk_<prefix>_…`), to tell keys apart.
     prefix: String,
+    /// The user id of the member who created the key (a key made by a key names that key's
+    /// creator); null when unknown, e.g. the account was deleted.
+    created_by: Option<ID>,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
+    creator_id: Option<Uuid>,
+}
+
+#[ComplexObject]
+impl ApiKeyObject {
+    /// The creator as a member of this tenant; null once they are no longer one.
+    async fn creator(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<MemberObject>> {
+        let Some(user_id) = self.creator_id else { return Ok(None) };
+        let rc = ctx.data::<RequestCtx>()?;
+        let client = rc.connection().await?;
+        let member = members::find(&*client, rc.tenant()?.tenant.id, user_id).await?;
+        Ok(member.map(Into::into))
+    }
 }
 
 impl From<ApiKey> for ApiKeyObject {
@@ -30,9 +49,11 @@ impl From<ApiKey> for ApiKeyObject {
             name: k.name,
             role: k.role,
             prefix: k.prefix,
+            created_by: k.created_by.map(|id| ID(id.to_string())),
             created_at: k.created_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
+            creator_id: k.created_by,
         }
     }
 }
@@ -72,8 +93,13 @@ impl ApiKeyMutation {
     ) -> async_graphql::Result<CreatedApiKey> {
         let rc = ctx.data::<RequestCtx>()?;
         let tenant_id = rc.tenant()?.tenant.id;
+        let created_by = match rc.caller {
+            Caller::User(id) => Some(id),
+            Caller::ApiKey(key) => key.created_by,
+            Caller::Anonymous | Caller::Rejected(_) => None,
+        };
         let mut tx = rc.tenant_tx().await?;
-        let (key, api_key) = super::create(&mut tx, tenant_id, rc.actor()?, &name, role).await?;
+        let (key, api_key) = super::create(&mut tx, tenant_id, rc.actor()?, created_by, &name, role).await?;
         tx.commit().await?;
         Ok(CreatedApiKey { key, api_key: api_key.into() })
     }

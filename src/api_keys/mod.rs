@@ -28,6 +28,8 @@ pub struct KeyCaller {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub role: Role,
+    /// The member answerable for the key: keys it creates are theirs too.
+    pub created_by: Option<Uuid>,
 }
 
 /// Splits `tk_<12 hex>_<secret>` into prefix and secret.
@@ -43,10 +45,13 @@ pub fn looks_like_key(token: &str) -> bool {
 }
 
 /// Creates a key; the returned string is the only time the secret exists outside the caller.
+/// `created_by` is the member answerable for it: the signed-in creator, or, when a key creates
+/// a key, that key's creator (so removing the member revokes both).
 pub async fn create(
     tx: &mut TenantTx,
     tenant_id: Uuid,
     actor: Actor,
+    created_by: Option<Uuid>,
     name: &str,
     role: Role,
 ) -> Result<(String, ApiKey), AppError> {
@@ -61,8 +66,7 @@ pub async fn create(
     rand::rng().fill_bytes(&mut bytes);
     let prefix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let secret = new_secret();
-    let key =
-        repo::insert(tx, tenant_id, name, role, &prefix, &hash_secret(&secret), actor.user_id()).await?;
+    let key = repo::insert(tx, tenant_id, name, role, &prefix, &hash_secret(&secret), created_by).await?;
     let details = serde_json::json!({ "name": name, "role": role.as_db(), "prefix": prefix });
     audit::record(tx, actor, "api_key.created", "api_key", &key.id.to_string(), details).await?;
     // A lookup of this prefix may have been cached as unknown on some replica.
@@ -84,6 +88,35 @@ pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, actor: Actor, id: Uuid) 
     .await?;
     publish_in(tx, API_KEY_CHANGED, &key.prefix).await?;
     Ok(key)
+}
+
+/// Revokes the keys `member` created in the tenant whose role is above `allowed` (`None`: all
+/// of them, on removal), each with its audit entry; returns their prefixes. A key never keeps
+/// more power than its creator has now.
+pub async fn revoke_created_by(
+    tx: &mut TenantTx,
+    tenant_id: Uuid,
+    actor: Actor,
+    member: Uuid,
+    allowed: Option<Role>,
+) -> Result<Vec<String>, AppError> {
+    let roles: Vec<&str> = [Role::Owner, Role::Admin, Role::Member, Role::Viewer]
+        .into_iter()
+        // `Role` orders from most to least privileged.
+        .filter(|role| allowed.is_none_or(|allowed| *role < allowed))
+        .map(Role::as_db)
+        .collect();
+    if roles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let revoked = repo::revoke_created_by(tx, tenant_id, member, &roles).await?;
+    let reason = if allowed.is_some() { "creator demoted" } else { "creator removed" };
+    for key in &revoked {
+        let details = serde_json::json!({ "name": key.name, "reason": reason });
+        audit::record(tx, actor, "api_key.revoked", "api_key", &key.id.to_string(), details).await?;
+        publish_in(tx, API_KEY_CHANGED, &key.prefix).await?;
+    }
+    Ok(revoked.into_iter().map(|key| key.prefix).collect())
 }
 
 /// Authenticates keys by prefix (cached), and records use at most once a minute per key.
@@ -131,7 +164,12 @@ impl ApiKeyCache {
                 }
             });
         }
-        Ok(KeyCaller { id: stored.id, tenant_id: stored.tenant_id, role: stored.role })
+        Ok(KeyCaller {
+            id: stored.id,
+            tenant_id: stored.tenant_id,
+            role: stored.role,
+            created_by: stored.created_by,
+        })
     }
 
     pub async fn forget(&self, prefix: &str) {

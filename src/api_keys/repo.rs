@@ -44,6 +44,8 @@ pub struct StoredKey {
     pub role: Role,
     pub secret_hash: Vec<u8>,
     pub revoked: bool,
+    /// The member who created the key (for a key made by a key: that key's creator).
+    pub created_by: Option<Uuid>,
 }
 
 pub async fn insert(
@@ -84,10 +86,29 @@ pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, id: Uuid) -> Result<Opti
     row.as_ref().map(ApiKey::from_row).transpose()
 }
 
+/// Revokes the tenant's live keys created by `user_id` whose role is one of `roles`.
+pub async fn revoke_created_by(
+    tx: &mut TenantTx,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    roles: &[&str],
+) -> Result<Vec<ApiKey>, AppError> {
+    let rows = tx
+        .query(
+            "update control.api_keys set revoked_at = now()
+             where tenant_id = $1 and created_by = $2 and role = any($3) and revoked_at is null
+             returning id, name, role, prefix, created_by, created_at, last_used_at, revoked_at",
+            &[&tenant_id, &user_id, &roles],
+        )
+        .await?;
+    rows.iter().map(ApiKey::from_row).collect()
+}
+
 pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Option<StoredKey>, AppError> {
     let row = db
         .query_opt(
-            "select id, tenant_id, role, secret_hash, revoked_at is not null from control.api_keys where prefix = $1",
+            "select id, tenant_id, role, secret_hash, revoked_at is not null, created_by from control.api_keys
+             where prefix = $1",
             &[&prefix],
         )
         .await?;
@@ -98,6 +119,7 @@ pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Opt
             role: Role::from_db(r.get(2))?,
             secret_hash: r.get(3),
             revoked: r.get(4),
+            created_by: r.get(5),
         })
     })
     .transpose()

@@ -67,7 +67,9 @@ pub struct AuthMutation;
 
 #[Object]
 impl AuthMutation {
-    /// Creates an account, signs it in, and mails a link to verify the email address.
+    /// Creates an account, signs it in, and mails a link to verify the email address. For an
+    /// address that already has an account the answer looks the same, but its tokens open no
+    /// session, and the owner is mailed instead.
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
@@ -76,7 +78,8 @@ impl AuthMutation {
         name: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
-        let (user, tokens) = super::sign_up(&rc.state, &email, &password, &name).await?;
+        rc.spend_costly("signUp")?;
+        let (user, tokens) = super::sign_up(&rc.state, rc.client_ip(), &email, &password, &name).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 
@@ -88,7 +91,8 @@ impl AuthMutation {
         #[graphql(secret)] password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
-        let (user, tokens) = super::sign_in(&rc.state, &email, &password).await?;
+        rc.spend_costly("signIn")?;
+        let (user, tokens) = super::sign_in(&rc.state, rc.client_ip(), &email, &password).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 
@@ -130,14 +134,18 @@ impl AuthMutation {
     /// Mails the signed-in user a new verification link.
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let rc = ctx.data::<RequestCtx>()?;
-        super::resend_verification(&rc.state, rc.user_id()?).await?;
+        let user_id = rc.user_id()?;
+        rc.spend_costly("resendVerificationEmail")?;
+        super::resend_verification(&rc.state, user_id).await?;
         Ok(true)
     }
 
-    /// Mails a password reset link if the address has an account. Always answers `true`.
+    /// Mails a password reset link if the address has an account. Answers `true` whether or
+    /// not it has one; `RATE_LIMITED` past the per-address or per-IP hourly limit.
     async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> async_graphql::Result<bool> {
         let rc = ctx.data::<RequestCtx>()?;
-        super::request_password_reset(&rc.state, &email);
+        rc.spend_costly("requestPasswordReset")?;
+        super::request_password_reset(&rc.state, rc.client_ip(), &email).await?;
         Ok(true)
     }
 
@@ -149,6 +157,7 @@ impl AuthMutation {
         #[graphql(secret)] new_password: String,
     ) -> async_graphql::Result<bool> {
         let rc = ctx.data::<RequestCtx>()?;
+        rc.spend_costly("resetPassword")?;
         super::reset_password(&rc.state, &token, &new_password).await?;
         Ok(true)
     }
@@ -161,8 +170,10 @@ impl AuthMutation {
         #[graphql(secret)] new_password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
+        let user_id = rc.user_id()?;
+        rc.spend_costly("changePassword")?;
         let (user, tokens) =
-            super::change_password(&rc.state, rc.user_id()?, &current_password, &new_password).await?;
+            super::change_password(&rc.state, user_id, &current_password, &new_password).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 }

@@ -3,12 +3,15 @@
 pub mod email;
 pub mod email_token;
 pub mod graphql;
+pub mod hasher;
 pub mod password;
 pub mod repo;
 pub mod secret;
 pub mod session;
 pub mod throttle;
 pub mod token;
+
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
@@ -17,6 +20,7 @@ use self::email_token::Purpose;
 use self::password::Password;
 use self::repo::User;
 use self::session::Tokens;
+use self::throttle::Bucket;
 use crate::error::AppError;
 use crate::mail::{Message, outbox};
 use crate::state::AppState;
@@ -24,9 +28,15 @@ use crate::state::AppState;
 const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 
 /// Creates an account, signs it in and mails a verification link.
+///
+/// An address that already has an account is answered the same way (a payload whose tokens open
+/// no session), and its owner is mailed instead, so `signUp` does not tell who has an account.
+/// Both cost the same: the password is hashed either way. Throttled per client IP and per
+/// address, cluster-wide.
 #[tracing::instrument(skip_all)]
 pub async fn sign_up(
     state: &AppState,
+    client_ip: Option<IpAddr>,
     email: &str,
     password: &str,
     name: &str,
@@ -37,10 +47,22 @@ pub async fn sign_up(
     if !(1..=100).contains(&name.chars().count()) {
         return Err(AppError::validation("name", "must be 1 to 100 characters long"));
     }
-    let hash = password::hash(password).await?;
+    let ip = throttle::ip_key(client_ip);
+    let keys = [(Bucket::SignUpIp, ip.as_str()), (Bucket::SignUpAddress, email.as_str())];
+    state.hourly_limits.hit(&state.pool.get().await?, &keys).await?;
+    let hash = password::hash(&state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let user = repo::insert(&tx, &email, name, &hash).await?;
+    let Some(user) = repo::insert(&tx, &email, name, &hash).await? else {
+        if let Some((owner, _)) = repo::find_credentials(&tx, &email).await? {
+            tracing::info!(user.id = %owner.id, "sign-up attempted for an existing account");
+            outbox::enqueue(&tx, &state.keys, &taken_mail(state, &owner)).await?;
+        }
+        tx.commit().await?;
+        let tokens =
+            Tokens { access_token: state.tokens.issue(Uuid::new_v4())?, refresh_token: secret::new_secret() };
+        return Ok((repo::unsaved(&email, name), tokens));
+    };
     let tokens = session::start(&tx, &state.tokens, user.id).await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
     // Sent by a job that exists only if the account does; signing up never waits for SMTP.
@@ -48,6 +70,23 @@ pub async fn sign_up(
     tx.commit().await?;
     tracing::info!(user.id = %user.id, "user signed up");
     Ok((user, tokens))
+}
+
+/// Tells the owner of an address that someone tried to sign up with it.
+fn taken_mail(state: &AppState, owner: &User) -> Message {
+    let link = format!("{}/sign-in", state.public_url);
+    Message {
+        to: owner.email.clone(),
+        subject: "Someone tried to sign up with your address".into(),
+        text: format!(
+            "Hello {},\n\nsomeone tried to create an account with this address, which already has one.\n\
+             If it was you, sign in ({link}) or, if you forgot your password, ask for a reset link.\n\
+             If it was not you, ignore this mail: nothing was changed.\n",
+            owner.name
+        ),
+        link,
+        token: String::new(),
+    }
 }
 
 fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
@@ -62,20 +101,26 @@ fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
 }
 
 /// Checks credentials. Unknown email and wrong password fail alike, in message and in time;
-/// more than 10 attempts a minute for one email are refused with `RATE_LIMITED`.
+/// more than 10 attempts a minute for one email, or `SIGN_INS_PER_IP_PER_MINUTE` from one
+/// client, are refused with `RATE_LIMITED`.
 #[tracing::instrument(skip_all)]
-pub async fn sign_in(state: &AppState, email: &str, password: &str) -> Result<(User, Tokens), AppError> {
+pub async fn sign_in(
+    state: &AppState,
+    client_ip: Option<IpAddr>,
+    email: &str,
+    password: &str,
+) -> Result<(User, Tokens), AppError> {
     let Ok(email) = EmailAddress::parse(email) else {
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     };
-    state.sign_in_throttle.attempt(email.as_str())?;
+    state.sign_in_throttle.attempt(&throttle::ip_key(client_ip), email.as_str())?;
     let found = repo::find_credentials(&state.pool.get().await?, &email).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
     // No connection is held while the deliberately slow hash runs.
-    match (password::verify(password.to_owned(), hash).await?, user) {
+    match (password::verify(&state.hasher, password.to_owned(), hash).await?, user) {
         (true, Some(user)) => {
             let tokens = session::start(&state.pool.get().await?, &state.tokens, user.id).await?;
             Ok((user, tokens))
@@ -96,12 +141,14 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppErro
 }
 
 /// Mails a new verification link to the signed-in user (earlier links stop working).
+/// Counts against the address's mail throttle.
 pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), AppError> {
     let mut client = state.pool.get().await?;
     let user = repo::require(&client, user_id).await?;
     if user.email_verified {
         return Ok(());
     }
+    state.hourly_limits.hit(&client, &[(Bucket::MailAddress, user.email.as_str())]).await?;
     let tx = client.transaction().await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
     outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
@@ -109,10 +156,18 @@ pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), 
     Ok(())
 }
 
-/// Mails a reset link if the email has an account. Answers at once and the same either way:
-/// the lookup and the mail happen in the background, so neither reply nor timing tells.
-pub fn request_password_reset(state: &AppState, email: &str) {
-    let Ok(email) = EmailAddress::parse(email) else { return };
+/// Mails a reset link if the email has an account. Throttled per client IP and per address
+/// (cluster-wide; neither reveals whether the account exists). Otherwise it answers at once
+/// and the same either way: the lookup and the mail happen in the background.
+pub async fn request_password_reset(
+    state: &AppState,
+    client_ip: Option<IpAddr>,
+    email: &str,
+) -> Result<(), AppError> {
+    let Ok(email) = EmailAddress::parse(email) else { return Ok(()) };
+    let ip = throttle::ip_key(client_ip);
+    let keys = [(Bucket::ResetIp, ip.as_str()), (Bucket::MailAddress, email.as_str())];
+    state.hourly_limits.hit(&state.pool.get().await?, &keys).await?;
     let state = state.clone();
     tokio::spawn(async move {
         let result = async {
@@ -132,12 +187,13 @@ pub fn request_password_reset(state: &AppState, email: &str) {
             tracing::error!(error = ?err, "password reset mail failed");
         }
     });
+    Ok(())
 }
 
 /// Sets a new password from a reset link; every session of the user ends.
 pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> Result<(), AppError> {
     let password = Password::parse(new_password)?;
-    let hash = password::hash(password).await?;
+    let hash = password::hash(&state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let user_id = email_token::consume(&tx, token, Purpose::ResetPassword).await?;
@@ -164,10 +220,10 @@ pub async fn change_password(
         let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
         (user, stored)
     };
-    if !password::verify(current.to_owned(), stored).await? {
+    if !password::verify(&state.hasher, current.to_owned(), stored).await? {
         return Err(AppError::validation("currentPassword", "is not the current password"));
     }
-    let hash = password::hash(password).await?;
+    let hash = password::hash(&state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     repo::set_password(&tx, user_id, &hash).await?;

@@ -4,6 +4,7 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
+use super::hasher::Hasher;
 use crate::error::AppError;
 
 /// A password that satisfies the length rule. Its `Debug` never shows the secret.
@@ -112,31 +113,31 @@ const COMMON: &[&str] = &[
     "access14",
 ];
 
-/// Hashes with argon2id (default parameters) into a PHC string.
-pub async fn hash(password: Password) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.0.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|err| AppError::internal(anyhow::anyhow!("hashing a password: {err}")))
-    })
-    .await
-    .map_err(AppError::internal)?
+/// Hashes with argon2id (default parameters) into a PHC string, on the hashing pool.
+pub async fn hash(hasher: &Hasher, password: Password) -> Result<String, AppError> {
+    hasher
+        .run(move || {
+            Argon2::default()
+                .hash_password(password.0.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|err| AppError::internal(anyhow::anyhow!("hashing a password: {err}")))
+        })
+        .await?
 }
 
-/// Checks `candidate` against a stored PHC hash. With no stored hash (unknown user) it checks a
-/// dummy hash, so both failures cost the same time.
-pub async fn verify(candidate: String, stored: Option<String>) -> Result<bool, AppError> {
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|err| AppError::internal(anyhow::anyhow!("stored hash unreadable: {err}")))?;
-        let matches = Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok();
-        Ok(known && matches)
-    })
-    .await
-    .map_err(AppError::internal)?
+/// Checks `candidate` against a stored PHC hash, on the hashing pool. With no stored hash
+/// (unknown user) it checks a dummy hash, so both failures cost the same time.
+pub async fn verify(hasher: &Hasher, candidate: String, stored: Option<String>) -> Result<bool, AppError> {
+    hasher
+        .run(move || {
+            let known = stored.is_some();
+            let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
+            let parsed = PasswordHash::new(&stored)
+                .map_err(|err| AppError::internal(anyhow::anyhow!("stored hash unreadable: {err}")))?;
+            let matches = Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok();
+            Ok(known && matches)
+        })
+        .await?
 }
 
 /// The argon2id hash (default parameters) of a random string nobody knows.
@@ -149,11 +150,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_only_its_own_password() {
-        let hash = hash(Password::parse("correct horse").unwrap()).await.unwrap();
+        let pool = Hasher::start(1, 4, std::time::Duration::from_secs(30)).unwrap();
+        let hash = hash(&pool, Password::parse("correct horse").unwrap()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!verify("wrong horse!".into(), Some(hash)).await.unwrap());
-        assert!(!verify("anything at all".into(), None).await.unwrap());
+        assert!(verify(&pool, "correct horse".into(), Some(hash.clone())).await.unwrap());
+        assert!(!verify(&pool, "wrong horse!".into(), Some(hash)).await.unwrap());
+        assert!(!verify(&pool, "anything at all".into(), None).await.unwrap());
     }
 
     #[test]

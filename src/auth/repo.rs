@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::email::EmailAddress;
-use crate::error::{AppError, violated_constraint};
+use crate::error::AppError;
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -29,27 +29,33 @@ impl User {
     }
 }
 
+/// Inserts an account; `None` when the address already has one (the caller answers alike).
 pub async fn insert(
     db: &impl GenericClient,
     email: &EmailAddress,
     name: &str,
     password_hash: &str,
-) -> Result<User, AppError> {
+) -> Result<Option<User>, AppError> {
     let row = db
-        .query_one(
+        .query_opt(
             "insert into control.users (id, email, name, password_hash) values ($1, $2, $3, $4)
+             on conflict on constraint users_email_key do nothing
              returning id, email, name, email_verified_at, created_at",
             &[&Uuid::new_v4(), &email.as_str(), &name, &password_hash],
         )
-        .await
-        .map_err(|err| match violated_constraint(&err) {
-            Some("users_email_key") => AppError::Conflict {
-                field: "email",
-                message: "an account with this email already exists; sign in instead".into(),
-            },
-            _ => err.into(),
-        })?;
-    Ok(User::from_row(&row))
+        .await?;
+    Ok(row.as_ref().map(User::from_row))
+}
+
+/// What `signUp` shows for an address that already has an account: a user nobody stored.
+pub fn unsaved(email: &EmailAddress, name: &str) -> User {
+    User {
+        id: Uuid::new_v4(),
+        email: email.as_str().to_owned(),
+        name: name.to_owned(),
+        email_verified: false,
+        created_at: Utc::now(),
+    }
 }
 
 /// The user and their password hash, for sign-in.
@@ -63,7 +69,8 @@ pub async fn find_credentials(
 
 /// The user behind a valid token; an account deleted since then is `UNAUTHENTICATED`.
 pub async fn require(db: &impl GenericClient, id: Uuid) -> Result<User, AppError> {
-    find(db, id).await?.ok_or(AppError::Unauthenticated("this account no longer exists"))
+    // Worded like an ended session: `signUp` of a taken address hands out tokens of no account.
+    find(db, id).await?.ok_or(AppError::Unauthenticated("this session has ended; sign in again"))
 }
 
 pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, AppError> {

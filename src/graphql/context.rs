@@ -1,7 +1,9 @@
 //! `RequestCtx`: what a resolver knows about its request — tenant, caller, role — and the
 //! only way to open a `TenantTx`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
 use deadpool_postgres::Object;
@@ -53,6 +55,10 @@ pub struct RequestCtx {
     role: OnceCell<Role>,
     /// Turns to hold a pooled connection: `DB_CONNECTIONS_PER_REQUEST` per request.
     connections: Arc<Semaphore>,
+    /// The client's address (peer, or forwarded by a trusted proxy), for per-IP throttles.
+    client_ip: Option<IpAddr>,
+    /// Whether the request has run its one operation that hashes a password or sends mail.
+    costly_spent: AtomicBool,
 }
 
 /// A pooled connection held under one of the request's turns.
@@ -71,7 +77,41 @@ impl std::ops::Deref for RequestConnection {
 impl RequestCtx {
     pub fn new(state: AppState, tenant: Option<Arc<TenantAccess>>, caller: Caller) -> Self {
         let connections = Arc::new(Semaphore::new(state.connections_per_request.max(1)));
-        Self { state, tenant, caller, role: OnceCell::new(), connections }
+        Self {
+            state,
+            tenant,
+            caller,
+            role: OnceCell::new(),
+            connections,
+            client_ip: None,
+            costly_spent: AtomicBool::new(false),
+        }
+    }
+
+    /// The client's IP address, as the HTTP layer determined it.
+    #[must_use]
+    pub fn with_client_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// Claims the request's one operation that hashes a password or sends mail (`field` is the
+    /// GraphQL field asking). A second one in the same request — aliases of `signIn`, or
+    /// `signUp` next to `requestPasswordReset` — is refused, so one request costs at most one.
+    pub fn spend_costly(&self, field: &'static str) -> Result<(), AppError> {
+        if self.costly_spent.swap(true, Ordering::AcqRel) {
+            return Err(AppError::validation(
+                field,
+                "a request may run only one operation that hashes a password or sends mail \
+                 (signUp, signIn, requestPasswordReset, resetPassword, changePassword, \
+                 resendVerificationEmail, inviteMember, resendInvitation); send this one in a request of its own",
+            ));
+        }
+        Ok(())
     }
 
     /// Waits for the request's turn to hold a pooled connection. A request holds at most

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use super::client_ip::ClientIp;
 use super::negotiate::{self, Media, negotiate};
 use crate::graphql::context::{Caller, RequestCtx};
 use crate::tenancy::resolve;
@@ -19,11 +20,12 @@ pub async fn handler(
     State(http): State<HttpState>,
     method: Method,
     headers: HeaderMap,
+    ClientIp(client_ip): ClientIp,
     RawQuery(query_string): RawQuery,
     body: Bytes,
 ) -> Response {
     let Some(media) = negotiate(&headers) else { return negotiate::not_acceptable() };
-    let mut response = run(http, method, headers, query_string, body, media).await;
+    let mut response = run(http, method, headers, client_ip, query_string, body, media).await;
     response.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
     response
 }
@@ -32,6 +34,7 @@ async fn run(
     http: HttpState,
     method: Method,
     headers: HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
     query_string: Option<String>,
     body: Bytes,
     media: Media,
@@ -81,7 +84,7 @@ async fn run(
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let ctx = RequestCtx::new(state.clone(), tenant.clone(), caller);
+    let ctx = RequestCtx::new(state.clone(), tenant.clone(), caller).with_client_ip(client_ip);
     // Requests a tenant answers for (its members' and its API keys') are counted and limited;
     // anyone else's fail in the resolvers without touching the tenant's quota.
     let metered = match tenant {

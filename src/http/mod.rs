@@ -1,5 +1,6 @@
 //! The HTTP surface: routes and middleware.
 
+pub mod client_ip;
 mod graphql;
 mod hardening;
 mod limits;

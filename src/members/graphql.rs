@@ -93,6 +93,13 @@ async fn mail_invitation(
     outbox::enqueue_in(tx, &state.keys, invitation.tenant_id, &message).await
 }
 
+/// Revoked keys stop working in this process now (other replicas hear `api_key_changed`).
+async fn forget_keys(state: &AppState, prefixes: &[String]) {
+    for prefix in prefixes {
+        state.api_keys.forget(prefix).await;
+    }
+}
+
 #[derive(Default)]
 pub struct MemberQuery;
 
@@ -133,6 +140,7 @@ impl MemberMutation {
     ) -> async_graphql::Result<InvitationObject> {
         let email = EmailAddress::parse(&email)?;
         let rc = ctx.data::<RequestCtx>()?;
+        rc.spend_costly("inviteMember")?;
         let access = rc.tenant()?;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
@@ -192,6 +200,7 @@ impl MemberMutation {
     async fn resend_invitation(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<InvitationObject> {
         let id = parse_id(&id, "pending invitation")?;
         let rc = ctx.data::<RequestCtx>()?;
+        rc.spend_costly("resendInvitation")?;
         let access = rc.tenant()?;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
@@ -202,7 +211,8 @@ impl MemberMutation {
     }
 
     /// Changes a member's role. OWNER and ADMIN; only an OWNER can touch or appoint an OWNER,
-    /// and the last OWNER cannot be demoted.
+    /// and the last OWNER cannot be demoted. API keys the member created with a role above the
+    /// new one are revoked.
     #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
     async fn change_member_role(
         &self,
@@ -215,14 +225,16 @@ impl MemberMutation {
         let tenant_id = rc.tenant()?.tenant.id;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
-        super::change_role(&mut tx, tenant_id, acting, target, role).await?;
+        let revoked = super::change_role(&mut tx, tenant_id, acting, target, role).await?;
         tx.commit().await?;
         rc.state.members.forget(tenant_id, target).await;
+        forget_keys(&rc.state, &revoked).await;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
         Ok(repo::find(&client, tenant_id, target).await?.ok_or(AppError::NotFound("member"))?.into())
     }
 
     /// Removes a member. OWNER and ADMIN; only an OWNER can remove an OWNER, never the last one.
+    /// The API keys the member created are revoked.
     #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
     async fn remove_member(&self, ctx: &Context<'_>, user_id: ID) -> async_graphql::Result<ID> {
         let target = parse_id(&user_id, "member")?;
@@ -230,9 +242,10 @@ impl MemberMutation {
         let tenant_id = rc.tenant()?.tenant.id;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
-        super::remove(&mut tx, tenant_id, acting, target).await?;
+        let revoked = super::remove(&mut tx, tenant_id, acting, target).await?;
         tx.commit().await?;
         rc.state.members.forget(tenant_id, target).await;
+        forget_keys(&rc.state, &revoked).await;
         Ok(user_id)
     }
 }

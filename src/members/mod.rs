@@ -9,6 +9,7 @@ use std::time::Duration;
 use moka::future::Cache;
 use uuid::Uuid;
 
+use crate::api_keys;
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
 use crate::db::notify::{MEMBER_CHANGED, publish_in};
@@ -130,35 +131,41 @@ fn check_change(
     Ok(current)
 }
 
-/// Changes a member's role, with its audit entry, in the tenant transaction.
+/// Changes a member's role, with its audit entry, in the tenant transaction. API keys the
+/// member created with a role above the new one are revoked with it; returns their prefixes.
 pub async fn change_role(
     tx: &mut TenantTx,
     tenant_id: Uuid,
     acting: Acting,
     target: Uuid,
     role: Role,
-) -> Result<(), AppError> {
+) -> Result<Vec<String>, AppError> {
     let roles = repo::lock_roles(tx, tenant_id).await?;
     let previous = check_change(&roles, acting, target, Some(role))?;
     repo::set_role(tx, tenant_id, target, role).await?;
     let details = serde_json::json!({ "from": previous.as_db(), "to": role.as_db() });
     audit::record(tx, acting.actor, "member.role_changed", "user", &target.to_string(), details).await?;
-    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await
+    let revoked = api_keys::revoke_created_by(tx, tenant_id, acting.actor, target, Some(role)).await?;
+    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
+    Ok(revoked)
 }
 
-/// Removes a member, with its audit entry, in the tenant transaction.
+/// Removes a member, with its audit entry, in the tenant transaction. The API keys they
+/// created are revoked with it; returns their prefixes.
 pub async fn remove(
     tx: &mut TenantTx,
     tenant_id: Uuid,
     acting: Acting,
     target: Uuid,
-) -> Result<(), AppError> {
+) -> Result<Vec<String>, AppError> {
     let roles = repo::lock_roles(tx, tenant_id).await?;
     let previous = check_change(&roles, acting, target, None)?;
     repo::delete(tx, tenant_id, target).await?;
     let details = serde_json::json!({ "role": previous.as_db() });
     audit::record(tx, acting.actor, "member.removed", "user", &target.to_string(), details).await?;
-    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await
+    let revoked = api_keys::revoke_created_by(tx, tenant_id, acting.actor, target, None).await?;
+    publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
+    Ok(revoked)
 }
 
 #[cfg(test)]

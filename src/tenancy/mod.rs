@@ -35,12 +35,10 @@ pub async fn create_for_user(
         subdomain: Subdomain::parse(subdomain)?,
         owner: Some(user_id),
     };
-    if state.require_verified_email {
-        let client = state.pool.get().await?;
-        let user = crate::auth::repo::find(&client, user_id).await?;
-        if !user.is_some_and(|u| u.email_verified) {
-            return Err(AppError::EmailNotVerified);
-        }
+    // A token may name no account (deleted, or handed out by `signUp` for a taken address).
+    let user = crate::auth::repo::require(&state.pool.get().await?, user_id).await?;
+    if state.require_verified_email && !user.email_verified {
+        return Err(AppError::EmailNotVerified);
     }
     let tenant = provision(&state.pool, &state.tenant_migrations, new).await?;
     // The notification reaches this replica too, a moment later; the creator's next request

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{As, TestApp, error_code, project_names, scratch_dir, spawn_app, spawn_app_with};
 
-const CREATE_KEY: &str =
+pub const CREATE_KEY: &str =
     "mutation($n: String!, $r: Role!) { createApiKey(name: $n, role: $r) { key apiKey { id prefix role } } }";
 
 /// Owner tokens of `acme` (pro, so it has `api_access`) and `globex` (pro), with a project each.
@@ -19,12 +19,12 @@ async fn two_pro_tenants(app: &TestApp) -> (String, String) {
     (ann, bob)
 }
 
-async fn create_key(app: &TestApp, owner: &str, tenant: &str, role: &str) -> Value {
+pub async fn create_key(app: &TestApp, owner: &str, tenant: &str, role: &str) -> Value {
     let (_, body) = app.graphql(As::member(owner, tenant), CREATE_KEY, json!({ "n": "ci", "r": role })).await;
     body
 }
 
-fn key_of(body: &Value) -> String {
+pub fn key_of(body: &Value) -> String {
     body["data"]["createApiKey"]["key"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
 }
 

@@ -377,6 +377,18 @@ impl TestApp {
     }
 }
 
+/// Throttles as generous as `Config::for_tests` for `tenantry serve` children: the suites sign
+/// up many users from 127.0.0.1, and a busy machine may hash slowly.
+pub const TEST_LIMITS: &[(&str, &str)] = &[
+    ("SIGN_INS_PER_IP_PER_MINUTE", "100000"),
+    ("SIGN_UPS_PER_IP_PER_HOUR", "100000"),
+    ("SIGN_UPS_PER_ADDRESS_PER_HOUR", "1000"),
+    ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),
+    ("RESETS_PER_IP_PER_HOUR", "100000"),
+    ("PASSWORD_HASH_QUEUE", "1000"),
+    ("PASSWORD_HASH_TIMEOUT_MS", "60000"),
+];
+
 /// A `tenantry serve` child process on the same database: another replica.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -404,6 +416,7 @@ impl ServerProcess {
             // Jobs (mail above all) run in the test's own server, whose mail spool and
             // encryption key the test reads; this replica only serves requests.
             .env("JOBS_CONCURRENCY", "0")
+            .envs(TEST_LIMITS.iter().copied())
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -1,5 +1,6 @@
 //! All integration tests in one binary: each test gets its own server and database.
 
+mod api_key_creators;
 mod api_keys;
 mod bench_guard;
 #[allow(dead_code, reason = "the tests use the bench harness's database guard only")]
@@ -19,6 +20,7 @@ mod health;
 mod helpers;
 mod http;
 mod identity;
+mod identity_abuse;
 mod isolation;
 mod jobs;
 mod jobs_product;

@@ -35,6 +35,7 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        command.envs(crate::helpers::TEST_LIMITS.iter().copied());
         for (name, value) in env {
             command.env(name, value);
         }
