@@ -38,7 +38,6 @@ async fn maintain(state: AppState) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
-        state.sign_in_throttle.prune();
         if let Ok(client) = state.pool.get().await
             && let Err(err) = crate::auth::throttle::prune_windows(&client).await
         {

@@ -252,9 +252,13 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_HASH_TIMEOUT_MS", default_value_t = 2_000, global = true)]
     pub password_hash_timeout_ms: u64,
 
-    /// `signIn` attempts per client IP per minute, per process (10 per email are fixed).
+    /// `signIn` attempts per client IP per minute, cluster-wide.
     #[arg(long, env = "SIGN_INS_PER_IP_PER_MINUTE", default_value_t = 60, global = true)]
     pub sign_ins_per_ip_per_minute: u32,
+
+    /// `signIn` attempts per email address per minute, cluster-wide (unknown addresses too).
+    #[arg(long, env = "SIGN_INS_PER_ADDRESS_PER_MINUTE", default_value_t = 10, global = true)]
+    pub sign_ins_per_address_per_minute: u32,
 
     /// `signUp` attempts per email address per hour, cluster-wide (taken addresses included).
     #[arg(long, env = "SIGN_UPS_PER_ADDRESS_PER_HOUR", default_value_t = 3, global = true)]
@@ -332,6 +336,7 @@ impl Config {
             password_hash_timeout_ms: 60_000,
             // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
             sign_ins_per_ip_per_minute: 100_000,
+            sign_ins_per_address_per_minute: 10,
             sign_ups_per_address_per_hour: 1_000,
             sign_ups_per_ip_per_hour: 100_000,
             mails_per_address_per_hour: 1_000,
@@ -350,9 +355,11 @@ impl Config {
         }
     }
 
-    /// The cluster-wide sign-up and mail throttles.
-    pub fn hourly_limits(&self) -> crate::auth::throttle::HourlyLimits {
-        crate::auth::throttle::HourlyLimits {
+    /// The cluster-wide sign-in, sign-up and mail throttles.
+    pub fn throttles(&self) -> crate::auth::throttle::Throttles {
+        crate::auth::throttle::Throttles {
+            sign_ins_per_address: self.sign_ins_per_address_per_minute,
+            sign_ins_per_ip: self.sign_ins_per_ip_per_minute,
             sign_ups_per_address: self.sign_ups_per_address_per_hour,
             sign_ups_per_ip: self.sign_ups_per_ip_per_hour,
             mails_per_address: self.mails_per_address_per_hour,

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 
 use crate::api_keys::ApiKeyCache;
 use crate::auth::hasher::Hasher;
-use crate::auth::throttle::{HourlyLimits, SignInThrottle};
+use crate::auth::throttle::Throttles;
 use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
 use crate::config::Config;
@@ -54,9 +54,8 @@ pub struct Inner {
     /// Base URL for mailed links.
     pub public_url: String,
     pub require_verified_email: bool,
-    pub sign_in_throttle: SignInThrottle,
     /// Cluster-wide sign-up and mail throttles.
-    pub hourly_limits: HourlyLimits,
+    pub throttles: Throttles,
     /// Dedicated threads for password hashing.
     pub hasher: Hasher,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -131,8 +130,7 @@ impl AppState {
             mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             require_verified_email: config.require_verified_email,
-            sign_in_throttle: SignInThrottle::per_minute(10, config.sign_ins_per_ip_per_minute),
-            hourly_limits: config.hourly_limits(),
+            throttles: config.throttles(),
             hasher: config.password_hasher()?,
             trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
             purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),

@@ -49,7 +49,7 @@ pub async fn sign_up(
     }
     let ip = throttle::ip_key(client_ip);
     let keys = [(Bucket::SignUpIp, ip.as_str()), (Bucket::SignUpAddress, email.as_str())];
-    state.hourly_limits.hit(&state.pool.get().await?, &keys).await?;
+    state.throttles.hit(&state.pool.get().await?, &keys).await?;
     let hash = password::hash(&state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -113,8 +113,13 @@ pub async fn sign_in(
     let Ok(email) = EmailAddress::parse(email) else {
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     };
-    state.sign_in_throttle.attempt(&throttle::ip_key(client_ip), email.as_str())?;
-    let found = repo::find_credentials(&state.pool.get().await?, &email).await?;
+    // The IP first, so a flood from one client does not use up its victims' attempts.
+    let ip = throttle::ip_key(client_ip);
+    let keys = [(Bucket::SignInIp, ip.as_str()), (Bucket::SignInAddress, email.as_str())];
+    let client = state.pool.get().await?;
+    state.throttles.hit(&client, &keys).await?;
+    let found = repo::find_credentials(&client, &email).await?;
+    drop(client);
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
@@ -148,7 +153,7 @@ pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), 
     if user.email_verified {
         return Ok(());
     }
-    state.hourly_limits.hit(&client, &[(Bucket::MailAddress, user.email.as_str())]).await?;
+    state.throttles.hit(&client, &[(Bucket::MailAddress, user.email.as_str())]).await?;
     let tx = client.transaction().await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
     outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
@@ -167,7 +172,7 @@ pub async fn request_password_reset(
     let Ok(email) = EmailAddress::parse(email) else { return Ok(()) };
     let ip = throttle::ip_key(client_ip);
     let keys = [(Bucket::ResetIp, ip.as_str()), (Bucket::MailAddress, email.as_str())];
-    state.hourly_limits.hit(&state.pool.get().await?, &keys).await?;
+    state.throttles.hit(&state.pool.get().await?, &keys).await?;
     let state = state.clone();
     tokio::spawn(async move {
         let result = async {

@@ -1,61 +1,21 @@
-//! Throttles. Sign-in: at most 10 attempts per email and `SIGN_INS_PER_IP_PER_MINUTE` per client
-//! IP per minute, per process (governor, GCRA).
-//! Sign-ups and mailed links: per address and per client IP per hour, cluster-wide, counted in
-//! `control.throttle_hits` by one atomic upsert per key.
+//! Cluster-wide throttles, counted in `control.throttle_hits` by one atomic upsert per key and
+//! fixed window, so every replica sees one count: sign-ins per address and per client IP per
+//! minute; sign-ups and mailed links per address and per client IP per hour.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::secret::hash_secret;
 use crate::error::AppError;
 
-/// Sign-in attempts per email and per client IP, per process.
-#[derive(Clone)]
-pub struct SignInThrottle {
-    emails: Arc<DefaultKeyedRateLimiter<String>>,
-    ips: Arc<DefaultKeyedRateLimiter<String>>,
-}
-
-fn keyed_per_minute(n: u32) -> Arc<DefaultKeyedRateLimiter<String>> {
-    let quota = Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least one"));
-    Arc::new(RateLimiter::keyed(quota))
-}
-
-impl SignInThrottle {
-    pub fn per_minute(per_email: u32, per_ip: u32) -> Self {
-        Self { emails: keyed_per_minute(per_email), ips: keyed_per_minute(per_ip) }
-    }
-
-    /// Counts an attempt from `ip` (see `ip_key`) for `email`; `RATE_LIMITED` with the wait
-    /// when either is over its quota. The IP is checked first, so a flood from one client
-    /// does not use up its victims' per-email attempts, nor the hashing pool others need.
-    pub fn attempt(&self, ip: &str, email: &str) -> Result<(), AppError> {
-        let refused = |not_until: governor::NotUntil<_>| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            AppError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        };
-        self.ips.check_key(&ip.to_owned()).map_err(refused)?;
-        self.emails.check_key(&email.to_owned()).map_err(refused)
-    }
-
-    /// Forgets keys whose quota has fully recovered (bounded memory).
-    pub fn prune(&self) {
-        self.emails.retain_recent();
-        self.ips.retain_recent();
-    }
-}
-
-/// The length of a cluster-wide throttle window.
-const WINDOW_SECS: f64 = 3600.0;
-
 /// What is counted, each with its own limit per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
+    /// `signIn` attempts for one address (known or not), per minute.
+    SignInAddress,
+    /// `signIn` attempts from one client IP, per minute.
+    SignInIp,
     /// `signUp` attempts for one address (taken or not).
     SignUpAddress,
     /// `signUp` attempts from one client IP.
@@ -69,26 +29,40 @@ pub enum Bucket {
 impl Bucket {
     fn name(self) -> &'static str {
         match self {
+            Self::SignInAddress => "sign_in_address",
+            Self::SignInIp => "sign_in_ip",
             Self::SignUpAddress => "sign_up_address",
             Self::SignUpIp => "sign_up_ip",
             Self::MailAddress => "mail_address",
             Self::ResetIp => "reset_ip",
         }
     }
+
+    /// The length of this bucket's windows, in seconds.
+    fn window_secs(self) -> f64 {
+        match self {
+            Self::SignInAddress | Self::SignInIp => 60.0,
+            Self::SignUpAddress | Self::SignUpIp | Self::MailAddress | Self::ResetIp => 3600.0,
+        }
+    }
 }
 
-/// The per-hour limits of the cluster-wide throttles (from the configuration).
+/// The limits of the cluster-wide throttles per window (from the configuration).
 #[derive(Debug, Clone, Copy)]
-pub struct HourlyLimits {
+pub struct Throttles {
+    pub sign_ins_per_address: u32,
+    pub sign_ins_per_ip: u32,
     pub sign_ups_per_address: u32,
     pub sign_ups_per_ip: u32,
     pub mails_per_address: u32,
     pub resets_per_ip: u32,
 }
 
-impl HourlyLimits {
+impl Throttles {
     fn of(&self, bucket: Bucket) -> u32 {
         match bucket {
+            Bucket::SignInAddress => self.sign_ins_per_address,
+            Bucket::SignInIp => self.sign_ins_per_ip,
             Bucket::SignUpAddress => self.sign_ups_per_address,
             Bucket::SignUpIp => self.sign_ups_per_ip,
             Bucket::MailAddress => self.mails_per_address,
@@ -108,7 +82,7 @@ impl HourlyLimits {
                      on conflict (bucket, key_hash, window_start)
                      do update set hits = control.throttle_hits.hits + 1
                      returning hits, ceil(extract(epoch from expires_at - now()))::bigint",
-                    &[&bucket.name(), &hash_secret(key), &WINDOW_SECS],
+                    &[&bucket.name(), &hash_secret(key), &bucket.window_secs()],
                 )
                 .await?;
             let hits: i32 = row.get(0);
