@@ -7,42 +7,89 @@
 //! surface as field errors without a code (reported as `INTERNAL`), or reach the database.
 //! The types come from the schema's registry (`ExtensionContext::schema_env`, public but
 //! undocumented in async-graphql 7.2; the unit tests below catch a change on upgrade).
+//!
+//! The check is called by the transports (`/graphql`, `/graphql/ws`) rather than installed as a
+//! schema extension: with any extension installed, async-graphql sends every field resolution
+//! through the extension chain (a registry lookup and boxed futures per field), which cost the
+//! read path about a third more instructions per request. The registry is captured once, from a
+//! throwaway schema whose only extension records it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest};
 use async_graphql::parser::types::{
     BaseType, DocumentOperations, ExecutableDocument, OperationDefinition, Selection, SelectionSet, Type,
 };
 use async_graphql::registry::{MetaType, Registry};
-use async_graphql::{ErrorExtensionValues, Name, Request, ServerError, ServerResult, Value, Variables};
+use async_graphql::{
+    ErrorExtensionValues, Name, Request, SchemaEnv, ServerError, ServerResult, Value, Variables,
+};
 
-/// The extension that runs the check on every request (HTTP and websocket).
-pub struct InputCheck;
+/// The schema's type registry, captured once (see the module comment).
+static SCHEMA_ENV: OnceLock<SchemaEnv> = OnceLock::new();
 
-impl ExtensionFactory for InputCheck {
+/// An extension that records the schema environment of the schema it is installed on.
+pub struct Capture(Arc<Mutex<Option<SchemaEnv>>>);
+
+impl ExtensionFactory for Capture {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(InputCheck)
+        Arc::new(Capture(self.0.clone()))
     }
 }
 
 #[async_trait::async_trait]
-impl Extension for InputCheck {
+impl Extension for Capture {
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        mut request: Request,
+        request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let operation_name = request.operation_name.clone();
-        let variables = request.variables.clone();
-        // A document that does not parse is reported by the executor as usual.
-        if let Ok(doc) = request.parsed_query() {
-            check(&ctx.schema_env.registry, doc, operation_name.as_deref(), &variables)
-                .map_err(|(field, message)| refusal(&field, &message))?;
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(ctx.schema_env.clone());
         }
         next.run(ctx, request).await
     }
+}
+
+/// Captures the registry of the schema `build` makes (once per process): `build` gets the
+/// extension to install, and the schema it returns answers `{ __typename }` once.
+pub fn capture_registry<S, F>(build: impl FnOnce(Capture) -> S, execute: F)
+where
+    F: FnOnce(S) -> std::pin::Pin<Box<dyn Future<Output = async_graphql::Response>>>,
+{
+    if SCHEMA_ENV.get().is_some() {
+        return;
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let schema = build(Capture(slot.clone()));
+    // `{ __typename }` touches no resolver, data or I/O: it completes on first poll.
+    let _ = futures::executor::block_on(execute(schema));
+    let env = slot.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(env) = env {
+        let _ = SCHEMA_ENV.set(env);
+    }
+}
+
+/// Checks a request's variables and literals before it executes (`VALIDATION` naming the
+/// input). Every transport calls this before `execute`.
+pub fn check_request(request: &mut Request) -> Result<(), ServerError> {
+    let Some(env) = SCHEMA_ENV.get() else {
+        // Every schema is built through `build_schema_for`, which captures the registry first.
+        let mut err = ServerError::new("internal error: the input check has no schema registry", None);
+        err.extensions.get_or_insert_with(Default::default).set("code", "INTERNAL");
+        return Err(err);
+    };
+    let operation_name = request.operation_name.clone();
+    let variables = std::mem::take(&mut request.variables);
+    // A document that does not parse is reported by the executor as usual.
+    let checked = match request.parsed_query() {
+        Ok(doc) => check(&env.registry, doc, operation_name.as_deref(), &variables)
+            .map_err(|(field, message)| refusal(&field, &message)),
+        Err(_) => Ok(()),
+    };
+    request.variables = variables;
+    checked
 }
 
 /// A `VALIDATION` request error naming `field`.
@@ -215,9 +262,13 @@ mod tests {
     use serde_json::json;
 
     async fn refused(query: &str, variables: serde_json::Value) -> Option<String> {
-        let request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
-        let response = crate::graphql::build_schema_for(true).execute(request).await;
-        let err = response.errors.first()?;
+        let mut request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
+        let schema = crate::graphql::build_schema_for(true);
+        let err = match check_request(&mut request) {
+            Ok(()) => schema.execute(request).await.errors.first()?.clone(),
+            Err(err) => err,
+        };
+        let err = &err;
         let ext = err.extensions.as_ref()?;
         assert_eq!(ext.get("code"), Some(&Value::from("VALIDATION")), "{}", err.message);
         match ext.get("field") {

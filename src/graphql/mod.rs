@@ -59,11 +59,16 @@ pub fn build_schema() -> AppSchema {
 /// The schema, answering introspection only if `introspection` (`INTROSPECTION`; off in
 /// production by default). Variables are coerced and checked before anything runs.
 pub fn build_schema_for(introspection: bool) -> AppSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(16)
-        .limit_complexity(2_000)
-        .extension(input_check::InputCheck);
-    if introspection { builder.finish() } else { builder.disable_introspection().finish() }
+    let builder = || {
+        Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+            .limit_depth(16)
+            .limit_complexity(2_000)
+    };
+    input_check::capture_registry(
+        |capture| builder().extension(capture).finish(),
+        |schema| Box::pin(async move { schema.execute("{ __typename }").await }),
+    );
+    if introspection { builder().finish() } else { builder().disable_introspection().finish() }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

@@ -13,6 +13,7 @@ use super::HttpState;
 use super::client_ip::ClientIp;
 use super::negotiate::{self, Media, negotiate};
 use crate::graphql::context::{Caller, RequestCtx};
+use crate::graphql::input_check;
 use crate::tenancy::resolve;
 use crate::usage::RateHeaders;
 
@@ -104,7 +105,10 @@ async fn run(
             }
         }
     }
-    let mut response = http.schema.execute(request.data(ctx)).await;
+    let mut response = match input_check::check_request(&mut request) {
+        Ok(()) => http.schema.execute(request.data(ctx)).await,
+        Err(refused) => async_graphql::Response::from_errors(vec![refused]),
+    };
     if let Some(access) = &metered
         && mutation
     {

@@ -20,6 +20,7 @@ use super::HttpState;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
 use crate::graphql::context::{Caller, RequestCtx};
+use crate::graphql::input_check;
 use crate::state::AppState;
 use crate::tenancy::resolve;
 
@@ -205,8 +206,11 @@ async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<
 struct SubscriptionsOnly(AppSchema);
 
 impl Executor for SubscriptionsOnly {
-    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        self.0.execute(request).await
+    async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
+        match input_check::check_request(&mut request) {
+            Ok(()) => self.0.execute(request).await,
+            Err(refused) => async_graphql::Response::from_errors(vec![refused]),
+        }
     }
 
     fn execute_stream(
@@ -214,6 +218,10 @@ impl Executor for SubscriptionsOnly {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
+        if let Err(refused) = input_check::check_request(&mut request) {
+            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![refused]) })
+                .boxed();
+        }
         if is_subscription(&mut request) {
             return Executor::execute_stream(&self.0, request, session_data);
         }
