@@ -36,6 +36,9 @@ struct Args {
     /// Unmeasured requests first (fills the server's caches and statement caches).
     #[arg(long, default_value_t = 300)]
     warmup: usize,
+    /// Keep callgrind's output files (for `callgrind_annotate`) and print where they are.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,7 +80,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?;
     let plain_ir = measure(&plain, &baseline, &args).await?;
     plain.stop().await?;
-    let _ = std::fs::remove_dir_all(&out);
+    if args.keep {
+        eprintln!("callgrind output kept in {}", out.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&out);
+    }
 
     let row = |name, ir: PerRequest| {
         Figure::plain(name, format!("{:.0} (first window alone: {:.0})", ir.marginal, ir.first_window))
