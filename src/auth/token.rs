@@ -14,6 +14,14 @@ pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// Clock skew tolerated on `exp` and `iat`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
+/// Tokens whose signature and claims were checked, remembered so a client's next requests skip
+/// the decode (base64, JSON, HMAC: about 40,000 instructions, a sixth of a GraphQL read). Only
+/// valid tokens are kept, each until its own expiry at the latest; bounded by count and idle time.
+const VERIFIED_CAPACITY: u64 = 10_000;
+const VERIFIED_IDLE: Duration = Duration::from_secs(5 * 60);
+/// Longer strings are never remembered (and never valid tokens of ours anyway).
+const VERIFIED_MAX_LEN: usize = 2048;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
@@ -32,6 +40,8 @@ pub struct TokenKeys {
     issuer: String,
     audience: String,
     ttl_secs: i64,
+    /// token → (user, exp) for tokens that passed `verify`.
+    verified: moka::sync::Cache<Box<str>, (Uuid, i64)>,
 }
 
 impl TokenKeys {
@@ -56,6 +66,10 @@ impl TokenKeys {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl_secs: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_idle(VERIFIED_IDLE)
+                .build(),
         }
     }
 
@@ -74,13 +88,20 @@ impl TokenKeys {
     /// The user a token names, if it is authentic, unexpired, meant for this server, and no
     /// longer-lived than the tokens this server issues (a leaked secret cannot mint forever-tokens).
     pub fn verify(&self, token: &str) -> Result<Uuid, TokenRejected> {
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        let now = chrono::Utc::now().timestamp();
+        if let Some((sub, exp)) = self.verified.get(token) {
+            // The same test jsonwebtoken makes on `exp`.
+            return if exp < now - leeway { Err(TokenRejected::Expired) } else { Ok(sub) };
+        }
         match decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => {
                 let Claims { sub, iat, exp, .. } = data.claims;
-                let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
-                let now = chrono::Utc::now().timestamp();
                 if exp.saturating_sub(iat) > self.ttl_secs.saturating_add(leeway) || iat > now + leeway {
                     return Err(TokenRejected::Invalid);
+                }
+                if token.len() <= VERIFIED_MAX_LEN {
+                    self.verified.insert(token.into(), (sub, exp));
                 }
                 Ok(sub)
             }
@@ -139,6 +160,21 @@ mod tests {
 
     fn sign(keys: &TokenKeys, claims: &impl Serialize) -> String {
         encode(&Header::new(Algorithm::HS256), claims, &keys.encoding).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked_again() {
+        let keys = keys();
+        let now = chrono::Utc::now().timestamp();
+        // Valid for one more second within the leeway, then expired.
+        let token = sign(&keys, &claims(now - 10, now - 4));
+        assert!(keys.verify(&token).is_ok());
+        assert_eq!(keys.verified.get(token.as_str()).map(|(_, exp)| exp), Some(now - 4));
+        let mut tampered = token.clone();
+        tampered.pop();
+        assert_eq!(keys.verify(&tampered), Err(TokenRejected::Invalid));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(keys.verify(&token), Err(TokenRejected::Expired));
     }
 
     #[test]
