@@ -1,6 +1,6 @@
 //! `cargo bench --bench pooler`: the tenant-scoped GraphQL read (`project(id)`, spread over the
 //! bench tenants) direct to PostgreSQL against the same read through PgBouncer in transaction
-//! pooling mode (docs/BENCHMARKS.md, "Behind PgBouncer").
+//! pooling mode (docs/BENCHMARKS.md, run F).
 //!
 //! Three servers, one after the other, on the same data: direct with cached prepared statements
 //! (the default), direct with `DATABASE_POOLER=transaction` (what unnamed statements cost by
