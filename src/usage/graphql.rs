@@ -162,6 +162,14 @@ impl UsageSubscription {
         let tenant = rc.tenant()?.tenant.id;
         let (state, caller) = (rc.state.clone(), rc.caller);
         let updates = state.usage.live.subscribe(tenant);
+        // Measure the tenant's gauges now, so the first update does not wait for the database
+        // (after a flush, every subscribed tenant's report is built at once). Concurrent calls
+        // for one tenant share one measurement; a failure is retried by the report itself.
+        let warm = state.clone();
+        tokio::spawn(async move {
+            let _ = warm.usage.gauges.storage(&warm.pool, tenant).await;
+            let _ = warm.usage.gauges.members(&warm.pool, tenant).await;
+        });
         Ok(futures::stream::unfold(Some(updates), move |updates| {
             let state = state.clone();
             async move {
