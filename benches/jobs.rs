@@ -16,19 +16,10 @@ use tenantry::db::notify::{self, BusEvent};
 use tenantry::jobs::{self, NewJob, Registry, Worker, WorkerSettings};
 use uuid::Uuid;
 
-fn pg_url(db: &str) -> String {
-    let base = std::env::var("PGURL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    format!("{base}/{db}")
-}
+#[path = "support/scratch.rs"]
+mod scratch;
 
-async fn admin(sql: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(&pg_url("postgres"), tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(conn);
-    client.batch_execute(sql).await?;
-    drop(client);
-    let _ = driver.await;
-    Ok(())
-}
+use scratch::{admin, pg_url};
 
 /// When each job was enqueued (latency phase), and how many jobs have started.
 #[derive(Clone, Default)]

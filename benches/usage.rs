@@ -38,19 +38,10 @@ max_api_requests = 1_000_000_000
 requests_per_second = 1_000_000
 "#;
 
-fn pg_url(db: &str) -> String {
-    let base = std::env::var("PGURL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    format!("{base}/{db}")
-}
+#[path = "support/scratch.rs"]
+mod scratch;
 
-async fn admin(sql: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(&pg_url("postgres"), tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(conn);
-    client.batch_execute(sql).await?;
-    drop(client);
-    let _ = driver.await;
-    Ok(())
-}
+use scratch::{admin, pg_url};
 
 /// A fresh database with the control schema, `tenants` tenants owned by one user, on `plan`.
 async fn setup(db: &str, tenants: usize, plan: &str) -> anyhow::Result<(Uuid, Vec<String>)> {

@@ -119,44 +119,32 @@ const INSERT: &str = "with inserted as (
         returning id)
     select id, pg_notify('jobs', '')::text from inserted";
 
+impl NewJob {
+    /// The parameters of `INSERT`, in its order.
+    fn insert_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.id,
+            &self.kind,
+            &self.tenant_id,
+            &self.payload,
+            &self.sealed,
+            &self.run_at,
+            &self.max_attempts,
+            &self.unique_key,
+        ]
+    }
+}
+
 /// Enqueues `job` in the caller's transaction (or on its own on a plain connection). Returns
 /// false when a queued job with the same unique key already exists.
 pub async fn enqueue(db: &impl GenericClient, job: &NewJob) -> Result<bool, AppError> {
-    let rows = db
-        .query(
-            INSERT,
-            &[
-                &job.id,
-                &job.kind,
-                &job.tenant_id,
-                &job.payload,
-                &job.sealed,
-                &job.run_at,
-                &job.max_attempts,
-                &job.unique_key,
-            ],
-        )
-        .await?;
+    let rows = db.query(INSERT, &job.insert_params()).await?;
     Ok(!rows.is_empty())
 }
 
 /// `enqueue` inside a tenant transaction (the job commits or rolls back with the tenant's data).
 pub async fn enqueue_in(tx: &mut TenantTx, job: &NewJob) -> Result<bool, AppError> {
-    let rows = tx
-        .query(
-            INSERT,
-            &[
-                &job.id,
-                &job.kind,
-                &job.tenant_id,
-                &job.payload,
-                &job.sealed,
-                &job.run_at,
-                &job.max_attempts,
-                &job.unique_key,
-            ],
-        )
-        .await?;
+    let rows = tx.query(INSERT, &job.insert_params()).await?;
     Ok(!rows.is_empty())
 }
 

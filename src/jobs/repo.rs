@@ -175,7 +175,8 @@ pub async fn upsert_schedules(db: &impl GenericClient, schedules: &[Schedule]) -
         schedules.iter().map(|s| i32::try_from(s.period.as_secs()).unwrap_or(i32::MAX).max(1)).collect();
     db.execute(
         "insert into control.recurring_jobs (name, kind, period_secs)
-         select * from unnest($1::text[], $2::text[], $3::int[])
+         select s.name, s.kind, s.period_secs
+         from unnest($1::text[], $2::text[], $3::int[]) as s (name, kind, period_secs)
          on conflict (name) do update
             set kind = excluded.kind, period_secs = excluded.period_secs,
                 next_run_at = least(control.recurring_jobs.next_run_at,
