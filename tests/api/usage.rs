@@ -14,7 +14,7 @@ const REPORT: &str = "query($p: UsagePeriod!) { usage(period: $p) {
     period plan { id } exceeded metrics { metric value limit exceeded } } }";
 
 /// A cheap tenant request: no resolver touches the database.
-async fn ping(app: &TestApp, address: &str, token: &str, tenant: &str) -> reqwest::Response {
+pub async fn ping(app: &TestApp, address: &str, token: &str, tenant: &str) -> reqwest::Response {
     app.client
         .post(format!("{address}/graphql"))
         .bearer_auth(token)
