@@ -1,13 +1,9 @@
 //! Configuration: every setting is an environment variable and a CLI flag (clap does both).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, ValueEnum};
-use rand::RngCore;
 
 /// PUBLIC_URL when unset (and so the default JWT issuer).
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8090";
@@ -355,31 +351,6 @@ impl Config {
         }
     }
 
-    /// The cluster-wide sign-in, sign-up and mail throttles.
-    pub fn throttles(&self) -> crate::auth::throttle::Throttles {
-        crate::auth::throttle::Throttles {
-            sign_ins_per_address: self.sign_ins_per_address_per_minute,
-            sign_ins_per_ip: self.sign_ins_per_ip_per_minute,
-            sign_ups_per_address: self.sign_ups_per_address_per_hour,
-            sign_ups_per_ip: self.sign_ups_per_ip_per_hour,
-            mails_per_address: self.mails_per_address_per_hour,
-            resets_per_ip: self.resets_per_ip_per_hour,
-        }
-    }
-
-    /// The password-hashing pool: PASSWORD_HASH_CONCURRENCY threads (default: the cores).
-    pub fn password_hasher(&self) -> anyhow::Result<crate::auth::hasher::Hasher> {
-        let threads = self.password_hash_concurrency.map_or_else(
-            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-            |n| n as usize,
-        );
-        crate::auth::hasher::Hasher::start(
-            threads,
-            self.password_hash_queue as usize,
-            std::time::Duration::from_millis(self.password_hash_timeout_ms.max(1)),
-        )
-    }
-
     /// Whether `/playground` is served: as configured, else only outside production.
     pub fn playground_enabled(&self) -> bool {
         self.playground.unwrap_or(self.app_env == AppEnv::Development)
@@ -394,102 +365,11 @@ impl Config {
     pub fn jwt_issuer(&self) -> String {
         self.jwt_issuer.clone().unwrap_or_else(|| self.public_url.trim_end_matches('/').to_owned())
     }
-
-    /// The edge's limits on request heads.
-    pub fn edge_limits(&self) -> crate::http::EdgeLimits {
-        crate::http::EdgeLimits {
-            max_head_bytes: self.max_header_bytes,
-            max_headers: self.max_headers.max(1),
-            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
-        }
-    }
-
-    /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.
-    pub fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
-        if let Some(secret) = &self.jwt_secret {
-            if secret.len() < 32 {
-                bail!("JWT_SECRET must be at least 32 characters");
-            }
-            return Ok(secret.as_bytes().to_vec());
-        }
-        if self.app_env == AppEnv::Production {
-            bail!("JWT_SECRET is not set; it is required when APP_ENV=production");
-        }
-        dev_secret(&self.data_dir, "jwt_secret")
-    }
-}
-
-impl Config {
-    /// The keyring: MASTER_ENCRYPTION_KEY (or, in development, a key generated into DATA_DIR)
-    /// plus OLD_ENCRYPTION_KEYS.
-    pub fn keyring(&self) -> anyhow::Result<crate::crypto::Keyring> {
-        let current = match &self.master_encryption_key {
-            Some(key) => key.clone(),
-            None if self.app_env == AppEnv::Production => {
-                bail!(
-                    "MASTER_ENCRYPTION_KEY is not set; it is required when APP_ENV=production (generate one with `openssl rand -base64 32`)"
-                )
-            }
-            None => B64.encode(dev_secret(&self.data_dir, "master_encryption_key")?),
-        };
-        crate::crypto::Keyring::from_base64(&current, &self.old_encryption_keys)
-    }
-}
-
-/// Reads or creates a random development secret at `DATA_DIR/secrets/<name>`.
-fn dev_secret(data_dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
-    let dir = data_dir.join("secrets");
-    let path = dir.join(name);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return B64
-            .decode(existing.trim())
-            .with_context(|| format!("{} is not valid base64", path.display()));
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut bytes = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    write_private(&path, B64.encode(&bytes).as_bytes())?;
-    tracing::warn!(
-        secret = name,
-        path = %path.display(),
-        "secret not configured; generated a development secret (set it explicitly in production)"
-    );
-    Ok(bytes)
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents)?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn production_without_a_jwt_secret_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
-        config.jwt_secret = None;
-        config.app_env = AppEnv::Production;
-        let err = config.jwt_secret().unwrap_err().to_string();
-        assert!(err.contains("JWT_SECRET"), "{err}");
-    }
-
-    #[test]
-    fn production_without_a_master_encryption_key_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
-        config.app_env = AppEnv::Production;
-        let err = config.keyring().err().unwrap().to_string();
-        assert!(err.contains("MASTER_ENCRYPTION_KEY"), "{err}");
-    }
 
     #[test]
     fn the_playground_is_off_in_production_unless_enabled() {
@@ -499,17 +379,5 @@ mod tests {
         assert!(!config.playground_enabled(), "off in production by default");
         config.playground = Some(true);
         assert!(config.playground_enabled(), "on in production when enabled");
-    }
-
-    #[test]
-    fn a_development_secret_is_generated_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("tenantry-cfg-{}", uuid::Uuid::new_v4()));
-        let mut config = Config::for_tests(None, dir.clone());
-        config.jwt_secret = None;
-        let first = config.jwt_secret().unwrap();
-        let second = config.jwt_secret().unwrap();
-        assert_eq!(first, second);
-        assert_eq!(first.len(), 32);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,11 +1,13 @@
-//! `AppState`: the handles every request shares — pool, caches, catalog, config values.
+//! `AppState`: the handles every request shares — pools, caches, plan catalog, services and the
+//! settings features read.
 //!
-//! It knows nothing of GraphQL, HTTP or the application's assembly (`app.rs` wires those), so
-//! features depend on it without depending on each other's resolvers.
+//! It sits above the features (it holds their handles) and below the request context; no
+//! feature imports it: a feature's functions take the handles they need. It is built by the
+//! assembly (`app::services`) and knows nothing of GraphQL or HTTP.
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deadpool_postgres::Pool;
 
@@ -14,11 +16,9 @@ use crate::auth::hasher::Hasher;
 use crate::auth::throttle::Throttles;
 use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
-use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
-use crate::http::client_ip::TrustedProxies;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
@@ -58,39 +58,17 @@ pub struct Inner {
     pub throttles: Throttles,
     /// Dedicated threads for password hashing.
     pub hasher: Hasher,
-    /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: TrustedProxies,
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
     pub started_at: Instant,
-    /// Browser origins allowed by CORS (`*` for any).
-    pub cors_origins: Vec<String>,
-    /// Bearer token `/metrics` requires, if any.
-    pub metrics_token: Option<String>,
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,
-    pub request_timeout: Duration,
     /// Request counts, quotas, rate limits, gauges and live usage.
     pub usage: Usage,
-    /// Whether `/playground` is served.
-    pub playground: bool,
     /// Stripe client and billing settings.
     pub billing: Billing,
     /// Checks custom-domain claims (`verifyDomain`).
     pub domain_proof: DomainProof,
-    /// Request bounds and GraphQL settings enforced at the HTTP edge.
-    pub edge: EdgeSettings,
-}
-
-/// What the HTTP edge enforces beyond hyper's limits on request heads.
-#[derive(Debug, Clone, Copy)]
-pub struct EdgeSettings {
-    /// `MAX_BODY_BYTES`.
-    pub max_body_bytes: usize,
-    /// `MAX_HEADER_VALUE_BYTES`.
-    pub max_header_value_bytes: usize,
-    /// Whether GraphQL introspection is answered (`INTROSPECTION`).
-    pub introspection: bool,
 }
 
 impl Deref for AppState {
@@ -101,56 +79,36 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(
-        pool: Pool,
-        tenant_pool: Pool,
-        config: &Config,
-        plans: PlanCatalog,
-        tenant_migrations: MigrationSet,
-    ) -> anyhow::Result<Self> {
-        Ok(Self(Arc::new(Inner {
-            pool,
-            tenant_pool,
-            base_domain: config.base_domain.to_ascii_lowercase(),
-            tokens: TokenKeys::with_claims(
-                &config.jwt_secret()?,
-                &config.jwt_issuer(),
-                &config.jwt_audience,
-                crate::auth::token::ACCESS_TOKEN_TTL,
-            ),
-            keys: config.keyring()?,
-            tenants: TenantCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
-            access: AccessCache::new(Duration::from_secs(config.tenant_cache_ttl_secs)),
-            plans,
-            members: MemberCache::new(Duration::from_secs(config.member_cache_ttl_secs)),
-            api_keys: ApiKeyCache::new(Duration::from_secs(config.api_key_cache_ttl_secs)),
-            migration_lag: MigrationLag::new(tenant_migrations.latest_version()),
-            connections_per_request: config.db_connections_per_request as usize,
-            tenant_migrations,
-            mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
-            public_url: config.public_url.trim_end_matches('/').to_owned(),
-            require_verified_email: config.require_verified_email,
-            throttles: config.throttles(),
-            hasher: config.password_hasher()?,
-            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
-            purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
-            started_at: Instant::now(),
-            cors_origins: config.cors_origins.clone(),
-            metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
-            memory_limit_bytes: config
-                .memory_limit_mb
-                .map(|mb| mb * 1024 * 1024)
-                .or_else(crate::health::cgroup_memory_limit),
-            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
-            usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
-            playground: config.playground_enabled(),
-            billing: Billing::from_config(config)?,
-            domain_proof: DomainProof::new(&config.domain_check_hosts)?,
-            edge: EdgeSettings {
-                max_body_bytes: config.max_body_bytes,
-                max_header_value_bytes: config.max_header_value_bytes,
-                introspection: config.introspection_enabled(),
-            },
-        })))
+    /// Wraps handles the assembly built (`app::services::app_state`).
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    /// What sign-up, sign-in and the password and verification flows use.
+    pub fn identity(&self) -> crate::auth::Handles<'_> {
+        crate::auth::Handles {
+            pool: &self.pool,
+            tokens: &self.tokens,
+            keys: &self.keys,
+            hasher: &self.hasher,
+            throttles: &self.throttles,
+            public_url: &self.public_url,
+        }
+    }
+
+    /// What checkout, the customer portal and Stripe's events use.
+    pub fn payments(&self) -> crate::billing::Handles<'_> {
+        crate::billing::Handles { pool: &self.pool, plans: &self.plans, billing: &self.billing }
+    }
+
+    /// What creating a tenant uses.
+    pub fn provisioning(&self) -> crate::tenancy::Handles<'_> {
+        crate::tenancy::Handles {
+            pool: &self.pool,
+            tenant_migrations: &self.tenant_migrations,
+            tenants: &self.tenants,
+            members: &self.members,
+            require_verified_email: self.require_verified_email,
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! Tenant API keys for machine clients: `tk_<prefix>_<secret>`, shown once, stored as a hash.
 //! A key acts as a member of its tenant with the key's role, and of no other tenant.
 
-pub mod graphql;
 pub mod repo;
 
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use crate::auth::token::TokenRejected;
 use crate::db::TenantTx;
 use crate::db::notify::{API_KEY_CHANGED, publish_in};
 use crate::error::AppError;
-use crate::members::Role;
+use crate::members::{self, Role};
 
 use self::repo::{ApiKey, StoredKey};
 
@@ -117,6 +116,23 @@ pub async fn revoke_created_by(
         publish_in(tx, API_KEY_CHANGED, &key.prefix).await?;
     }
     Ok(revoked.into_iter().map(|key| key.prefix).collect())
+}
+
+/// Revokes, with the member's demotion or removal, the API keys they created above their new
+/// role (all of them on removal).
+pub struct RevokeKeys;
+
+impl members::OnMemberChange for RevokeKeys {
+    fn member_changed(
+        &self,
+        tx: &mut TenantTx,
+        tenant_id: Uuid,
+        actor: Actor,
+        member: Uuid,
+        role: Option<Role>,
+    ) -> impl Future<Output = Result<Vec<String>, AppError>> + Send {
+        revoke_created_by(tx, tenant_id, actor, member, role)
+    }
 }
 
 /// Authenticates keys by prefix (cached), and records use at most once a minute per key.

@@ -1,7 +1,5 @@
 //! The audit log, in each tenant's schema: who did what to whom, and when.
 
-pub mod graphql;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;

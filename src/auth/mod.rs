@@ -2,7 +2,6 @@
 
 pub mod email;
 pub mod email_token;
-pub mod graphql;
 pub mod hasher;
 pub mod password;
 pub mod repo;
@@ -13,17 +12,34 @@ pub mod token;
 
 use std::net::IpAddr;
 
+use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use self::email::EmailAddress;
 use self::email_token::Purpose;
+use self::hasher::Hasher;
 use self::password::Password;
 use self::repo::User;
 use self::session::Tokens;
-use self::throttle::Bucket;
+use self::throttle::{Bucket, Throttles};
+use self::token::TokenKeys;
+use crate::crypto::Keyring;
 use crate::error::AppError;
 use crate::mail::{Message, outbox};
-use crate::state::AppState;
+
+/// The handles identity operations use, lent by the caller (the request layer builds it from
+/// `AppState`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub pool: &'a Pool,
+    pub tokens: &'a TokenKeys,
+    /// Seals mails in the outbox.
+    pub keys: &'a Keyring,
+    pub hasher: &'a Hasher,
+    pub throttles: &'a Throttles,
+    /// Base URL for mailed links.
+    pub public_url: &'a str,
+}
 
 const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 
@@ -35,7 +51,7 @@ const BAD_CREDENTIALS: &str = "the email or password is incorrect";
 /// address, cluster-wide.
 #[tracing::instrument(skip_all)]
 pub async fn sign_up(
-    state: &AppState,
+    state: Handles<'_>,
     client_ip: Option<IpAddr>,
     email: &str,
     password: &str,
@@ -50,30 +66,30 @@ pub async fn sign_up(
     let ip = throttle::ip_key(client_ip);
     let keys = [(Bucket::SignUpIp, ip.as_str()), (Bucket::SignUpAddress, email.as_str())];
     state.throttles.hit(&state.pool.get().await?, &keys).await?;
-    let hash = password::hash(&state.hasher, password).await?;
+    let hash = password::hash(state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(user) = repo::insert(&tx, &email, name, &hash).await? else {
         if let Some((owner, _)) = repo::find_credentials(&tx, &email).await? {
             tracing::info!(user.id = %owner.id, "sign-up attempted for an existing account");
-            outbox::enqueue(&tx, &state.keys, &taken_mail(state, &owner)).await?;
+            outbox::enqueue(&tx, state.keys, &taken_mail(state, &owner)).await?;
         }
         tx.commit().await?;
         let tokens =
             Tokens { access_token: state.tokens.issue(Uuid::new_v4())?, refresh_token: secret::new_secret() };
         return Ok((repo::unsaved(&email, name), tokens));
     };
-    let tokens = session::start(&tx, &state.tokens, user.id).await?;
+    let tokens = session::start(&tx, state.tokens, user.id).await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
     // Sent by a job that exists only if the account does; signing up never waits for SMTP.
-    outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
+    outbox::enqueue(&tx, state.keys, &verification_mail(state, &user, token)).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, "user signed up");
     Ok((user, tokens))
 }
 
 /// Tells the owner of an address that someone tried to sign up with it.
-fn taken_mail(state: &AppState, owner: &User) -> Message {
+fn taken_mail(state: Handles<'_>, owner: &User) -> Message {
     let link = format!("{}/sign-in", state.public_url);
     Message {
         to: owner.email.clone(),
@@ -89,7 +105,7 @@ fn taken_mail(state: &AppState, owner: &User) -> Message {
     }
 }
 
-fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
+fn verification_mail(state: Handles<'_>, user: &User, token: String) -> Message {
     let link = format!("{}/verify-email?token={token}", state.public_url);
     Message {
         to: user.email.clone(),
@@ -105,7 +121,7 @@ fn verification_mail(state: &AppState, user: &User, token: String) -> Message {
 /// client, are refused with `RATE_LIMITED`.
 #[tracing::instrument(skip_all)]
 pub async fn sign_in(
-    state: &AppState,
+    state: Handles<'_>,
     client_ip: Option<IpAddr>,
     email: &str,
     password: &str,
@@ -125,9 +141,9 @@ pub async fn sign_in(
         None => (None, None),
     };
     // No connection is held while the deliberately slow hash runs.
-    match (password::verify(&state.hasher, password.to_owned(), hash).await?, user) {
+    match (password::verify(state.hasher, password.to_owned(), hash).await?, user) {
         (true, Some(user)) => {
-            let tokens = session::start(&state.pool.get().await?, &state.tokens, user.id).await?;
+            let tokens = session::start(&state.pool.get().await?, state.tokens, user.id).await?;
             Ok((user, tokens))
         }
         _ => Err(AppError::Unauthenticated(BAD_CREDENTIALS)),
@@ -135,7 +151,7 @@ pub async fn sign_in(
 }
 
 /// Marks the token's user as verified.
-pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppError> {
+pub async fn verify_email(state: Handles<'_>, token: &str) -> Result<User, AppError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let user_id = email_token::consume(&tx, token, Purpose::VerifyEmail).await?;
@@ -147,7 +163,7 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<User, AppErro
 
 /// Mails a new verification link to the signed-in user (earlier links stop working).
 /// Counts against the address's mail throttle.
-pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), AppError> {
+pub async fn resend_verification(state: Handles<'_>, user_id: Uuid) -> Result<(), AppError> {
     let mut client = state.pool.get().await?;
     let user = repo::require(&client, user_id).await?;
     if user.email_verified {
@@ -156,7 +172,7 @@ pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), 
     state.throttles.hit(&client, &[(Bucket::MailAddress, user.email.as_str())]).await?;
     let tx = client.transaction().await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
-    outbox::enqueue(&tx, &state.keys, &verification_mail(state, &user, token)).await?;
+    outbox::enqueue(&tx, state.keys, &verification_mail(state, &user, token)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -165,7 +181,7 @@ pub async fn resend_verification(state: &AppState, user_id: Uuid) -> Result<(), 
 /// (cluster-wide; neither reveals whether the account exists). Otherwise it answers at once
 /// and the same either way: the lookup and the mail happen in the background.
 pub async fn request_password_reset(
-    state: &AppState,
+    state: Handles<'_>,
     client_ip: Option<IpAddr>,
     email: &str,
 ) -> Result<(), AppError> {
@@ -173,17 +189,17 @@ pub async fn request_password_reset(
     let ip = throttle::ip_key(client_ip);
     let keys = [(Bucket::ResetIp, ip.as_str()), (Bucket::MailAddress, email.as_str())];
     state.throttles.hit(&state.pool.get().await?, &keys).await?;
-    let state = state.clone();
+    let (pool, keys, public_url) = (state.pool.clone(), state.keys.clone(), state.public_url.to_owned());
     tokio::spawn(async move {
         let result = async {
-            let mut client = state.pool.get().await?;
+            let mut client = pool.get().await?;
             let Some((user, _)) = repo::find_credentials(&client, &email).await? else { return Ok(()) };
             let tx = client.transaction().await?;
             let token = email_token::issue(&tx, user.id, Purpose::ResetPassword).await?;
-            let link = format!("{}/reset-password?token={token}", state.public_url);
+            let link = format!("{public_url}/reset-password?token={token}");
             let text = format!("Hello {},\n\nset a new password within 30 minutes:\n{link}\n\nIf you did not ask for this, ignore this mail.\n", user.name);
             let message = Message { to: user.email, subject: "Reset your password".into(), text, link, token };
-            outbox::enqueue(&tx, &state.keys, &message).await?;
+            outbox::enqueue(&tx, &keys, &message).await?;
             tx.commit().await?;
             Ok::<_, AppError>(())
         }
@@ -196,9 +212,9 @@ pub async fn request_password_reset(
 }
 
 /// Sets a new password from a reset link; every session of the user ends.
-pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> Result<(), AppError> {
+pub async fn reset_password(state: Handles<'_>, token: &str, new_password: &str) -> Result<(), AppError> {
     let password = Password::parse(new_password)?;
-    let hash = password::hash(&state.hasher, password).await?;
+    let hash = password::hash(state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let user_id = email_token::consume(&tx, token, Purpose::ResetPassword).await?;
@@ -212,7 +228,7 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -
 
 /// Changes the password of a signed-in user; every other session ends, a new one starts.
 pub async fn change_password(
-    state: &AppState,
+    state: Handles<'_>,
     user_id: Uuid,
     current: &str,
     new_password: &str,
@@ -225,15 +241,15 @@ pub async fn change_password(
         let stored = repo::find_credentials(&client, &email).await?.map(|(_, hash)| hash);
         (user, stored)
     };
-    if !password::verify(&state.hasher, current.to_owned(), stored).await? {
+    if !password::verify(state.hasher, current.to_owned(), stored).await? {
         return Err(AppError::validation("currentPassword", "is not the current password"));
     }
-    let hash = password::hash(&state.hasher, password).await?;
+    let hash = password::hash(state.hasher, password).await?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     repo::set_password(&tx, user_id, &hash).await?;
     session::revoke_all(&tx, user_id).await?;
-    let tokens = session::start(&tx, &state.tokens, user_id).await?;
+    let tokens = session::start(&tx, state.tokens, user_id).await?;
     tx.commit().await?;
     Ok((user, tokens))
 }

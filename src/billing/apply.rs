@@ -9,7 +9,6 @@ use super::policy::decide;
 use super::repo;
 use crate::error::AppError;
 use crate::plans;
-use crate::state::AppState;
 
 /// What became of a delivery (the `outcome` metric label and the response body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +36,7 @@ impl Outcome {
 
 /// Records the event and applies its effect in one transaction. Types billing does not handle
 /// touch nothing.
-pub async fn apply(state: &AppState, envelope: &Envelope) -> Result<Outcome, AppError> {
+pub async fn apply(state: super::Handles<'_>, envelope: &Envelope) -> Result<Outcome, AppError> {
     if !events::is_known(&envelope.kind) {
         return Ok(Outcome::Ignored);
     }
@@ -62,7 +61,7 @@ pub async fn apply(state: &AppState, envelope: &Envelope) -> Result<Outcome, App
 
 async fn effect(
     tx: &deadpool_postgres::Transaction<'_>,
-    state: &AppState,
+    state: super::Handles<'_>,
     at: DateTime<Utc>,
     event: &BillingEvent,
 ) -> Result<Outcome, AppError> {
@@ -72,7 +71,7 @@ async fn effect(
     };
     tracing::Span::current().record("tenant.id", tracing::field::display(tenant_id));
     let current = repo::lock_state(tx, tenant_id).await?;
-    let decision = decide(&current, event, at, &state.plans, state.billing.grace);
+    let decision = decide(&current, event, at, state.plans, state.billing.grace);
     if decision.outcome != Outcome::Applied {
         return Ok(decision.outcome);
     }
@@ -80,7 +79,7 @@ async fn effect(
         repo::save_state(tx, &decision.state).await?;
     }
     if !decision.change.is_empty() {
-        plans::apply_change(tx, &state.plans, tenant_id, &decision.change).await?;
+        plans::apply_change(tx, state.plans, tenant_id, &decision.change).await?;
     }
     Ok(Outcome::Applied)
 }

@@ -3,7 +3,6 @@
 
 pub mod apply;
 pub mod events;
-pub mod graphql;
 pub mod model;
 mod origins;
 pub mod policy;
@@ -11,7 +10,6 @@ pub mod prices;
 pub mod provider;
 pub mod repo;
 pub mod signature;
-pub mod webhook;
 
 use std::time::Duration as StdDuration;
 
@@ -25,7 +23,6 @@ use self::signature::WebhookSecrets;
 use crate::config::{AppEnv, Config};
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog, TenantChange};
-use crate::state::AppState;
 use crate::tenancy::model::TenantStatus;
 
 /// The longest grace period accepted (one year).
@@ -94,6 +91,14 @@ impl Billing {
 }
 
 /// A Stripe-hosted page to send the user to.
+/// The handles billing operations use, lent by the caller (`AppState::payments`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub pool: &'a deadpool_postgres::Pool,
+    pub plans: &'a PlanCatalog,
+    pub billing: &'a Billing,
+}
+
 #[derive(Debug, Clone)]
 pub struct HostedSession {
     pub id: String,
@@ -103,7 +108,7 @@ pub struct HostedSession {
 /// Starts a subscription checkout for `plan_id` (its Stripe price by lookup key).
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant_id, plan = plan_id))]
 pub async fn start_checkout(
-    state: &AppState,
+    state: Handles<'_>,
     tenant_id: Uuid,
     plan_id: &str,
     success_url: &str,
@@ -151,7 +156,7 @@ pub async fn start_checkout(
 /// Opens the Stripe customer portal, where the customer manages payment and cancels.
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant_id))]
 pub async fn open_portal(
-    state: &AppState,
+    state: Handles<'_>,
     tenant_id: Uuid,
     return_url: &str,
 ) -> Result<HostedSession, AppError> {
@@ -164,7 +169,7 @@ pub async fn open_portal(
 
 /// The tenant's Stripe customer, created once: concurrent callers queue on the tenant row and
 /// find the customer the first one stored.
-async fn customer_for(state: &AppState, tenant_id: Uuid) -> Result<String, AppError> {
+async fn customer_for(state: Handles<'_>, tenant_id: Uuid) -> Result<String, AppError> {
     let client = state.billing.client()?;
     let mut db = state.pool.get().await?;
     if let Some(customer) = repo::customer_of(&db, tenant_id, false).await? {

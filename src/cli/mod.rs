@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Billing(cmd) => billing::run(&cli.config, cmd).await,
         Command::Jobs(cmd) => with_database(&cli.config, 2, |pool, _| jobs::run(pool, cmd)).await,
         Command::Keys(cmd) => {
-            let keys = cli.config.keyring()?;
+            let keys = crate::app::services::keyring(&cli.config)?;
             with_database(&cli.config, 2, |pool, _| keys::run(pool, keys, cmd)).await
         }
         Command::Tenants(cmd) => {

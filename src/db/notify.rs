@@ -28,8 +28,8 @@ pub const USAGE: &str = "usage";
 pub const TENANT_MIGRATED: &str = "tenant_migrated";
 /// Payload `<tenant id>:<bytes>`: a job measured a tenant's storage.
 pub const STORAGE: &str = "storage";
-/// A job was enqueued (or requeued): idle workers look for work now.
-pub const JOBS: &str = crate::jobs::JOBS_CHANNEL;
+/// A job was enqueued (or requeued): idle workers claim at once instead of polling.
+pub const JOBS: &str = "jobs";
 const CHANNELS: [&str; 7] =
     [TENANT_CHANGED, MEMBER_CHANGED, API_KEY_CHANGED, TENANT_MIGRATED, USAGE, STORAGE, JOBS];
 

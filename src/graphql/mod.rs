@@ -1,24 +1,35 @@
-//! Schema assembly: one merged root per operation type, each feature contributing its part.
+//! The GraphQL layer: each feature's resolvers (one file per feature, above the request context
+//! and the features' services) and the schema assembled from them: one merged root per operation
+//! type, each feature contributing its part.
 
-pub mod context;
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod billing;
 pub mod documents;
-pub mod guards;
+pub mod health;
 pub mod input_check;
+pub mod members;
+pub mod plans;
+pub mod projects;
 pub mod scalars;
+pub mod secrets;
+pub mod tenancy;
+pub mod usage;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
-use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
-use crate::audit::graphql::AuditQuery;
-use crate::auth::graphql::{AuthMutation, AuthQuery};
-use crate::billing::graphql::BillingMutation;
-use crate::health::graphql::HealthQuery;
-use crate::members::graphql::{MemberMutation, MemberQuery};
-use crate::plans::graphql::PlanQuery;
-use crate::projects::graphql::{ProjectMutation, ProjectQuery};
-use crate::secrets::graphql::{SecretMutation, SecretQuery};
-use crate::tenancy::graphql::{TenantMutation, TenantQuery};
-use crate::usage::graphql::{UsageQuery, UsageSubscription};
+use self::api_keys::{ApiKeyMutation, ApiKeyQuery};
+use self::audit::AuditQuery;
+use self::auth::{AuthMutation, AuthQuery};
+use self::billing::BillingMutation;
+use self::health::HealthQuery;
+use self::members::{MemberMutation, MemberQuery};
+use self::plans::PlanQuery;
+use self::projects::{ProjectMutation, ProjectQuery};
+use self::secrets::{SecretMutation, SecretQuery};
+use self::tenancy::{TenantMutation, TenantQuery};
+use self::usage::{UsageQuery, UsageSubscription};
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

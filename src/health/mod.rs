@@ -1,13 +1,8 @@
-//! Health: `/api/health` (detailed), `/livez`, `/readyz`, and the `health` query.
-
-pub mod graphql;
+//! Health: the report behind `/api/health`, `/readyz` and the `health` query (the routes are in
+//! `http::health`, the query in `graphql::health`).
 
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -121,37 +116,6 @@ pub fn rss_bytes() -> Option<u64> {
 /// The cgroup v2 memory limit of this process, when it runs under one (`max` means none).
 pub fn cgroup_memory_limit() -> Option<u64> {
     std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?.trim().parse().ok()
-}
-
-pub async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
-    let report = report(&state).await;
-    let code = if report.status == "healthy" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(report))
-}
-
-pub async fn livez() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "alive" }))
-}
-
-/// Ready when the database answers; load balancers stop sending traffic on 503. Tenants that
-/// lag behind this build's migrations are reported, not a reason to refuse traffic: they are
-/// served while `tenantry migrate` catches up.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let migrations = serde_json::json!({
-        "version": state.migration_lag.target(),
-        "tenants_lagging": state.migration_lag.lagging(),
-    });
-    match database_latency(&state).await {
-        Some(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready", "migrations": migrations }))),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "unavailable",
-                "reason": "database unreachable",
-                "migrations": migrations,
-            })),
-        ),
-    }
 }
 
 #[cfg(test)]

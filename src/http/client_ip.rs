@@ -3,13 +3,14 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
-use crate::state::AppState;
+use super::HttpSettings;
 
 /// Networks whose `X-Forwarded-For` is believed (load balancers, ingress controllers).
 #[derive(Debug, Clone, Default)]
@@ -67,14 +68,14 @@ pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S> FromRequestParts<S> for ClientIp
 where
-    AppState: FromRef<S>,
+    Arc<HttpSettings>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-        Ok(Self(AppState::from_ref(state).trusted_proxies.client(peer, &parts.headers)))
+        Ok(Self(Arc::<HttpSettings>::from_ref(state).trusted_proxies.client(peer, &parts.headers)))
     }
 }
 

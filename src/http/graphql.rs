@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use super::HttpState;
 use super::client_ip::ClientIp;
 use super::negotiate::{self, Media, negotiate};
-use crate::graphql::context::{Caller, RequestCtx};
 use crate::graphql::input_check;
-use crate::tenancy::resolve;
+use crate::request::context::{Caller, RequestCtx};
+use crate::request::tenant as resolve;
 use crate::usage::RateHeaders;
 
 pub async fn handler(

@@ -3,6 +3,8 @@
 //! soon as a streamed body passes the limit). hyper bounds the request head as a whole (see
 //! `serve`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -10,11 +12,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
+use super::HttpSettings;
 use crate::error::AppError;
-use crate::state::AppState;
 
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let edge = state.edge;
+pub async fn limit(State(settings): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
+    let edge = settings.edge;
     if let Some((name, _)) = req.headers().iter().find(|(_, value)| value.len() > edge.max_header_value_bytes)
     {
         let header = name.as_str().chars().take(64).collect();

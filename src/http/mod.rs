@@ -3,15 +3,20 @@
 pub mod client_ip;
 mod graphql;
 mod hardening;
+mod health;
 mod limits;
 mod metrics;
 mod negotiate;
 pub mod observe;
 mod playground;
 mod serve;
+mod webhook;
 mod ws;
 
 pub use serve::{EdgeLimits, serve};
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -19,19 +24,53 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use self::client_ip::TrustedProxies;
 use crate::graphql::documents::DocumentCache;
 use crate::graphql::{AppSchema, build_schema_for};
-use crate::health;
 use crate::state::AppState;
 
-/// What the routes share: the application state, and the GraphQL schema with its document cache
-/// (kept here, not in `AppState`, so features never depend on the schema they are part of).
+/// What the routes share: the application state, the HTTP settings, and the GraphQL schema with
+/// its document cache (kept here, not in `AppState`, so features never depend on the schema they
+/// are part of).
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
+    pub settings: Arc<HttpSettings>,
     pub schema: AppSchema,
     /// Parsed queries by text.
-    pub documents: std::sync::Arc<DocumentCache>,
+    pub documents: Arc<DocumentCache>,
+}
+
+/// What the HTTP layer enforces and serves (built by `app::services::http_settings`).
+pub struct HttpSettings {
+    /// Request bounds and GraphQL settings enforced at the edge.
+    pub edge: EdgeSettings,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Browser origins allowed by CORS (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
+    pub request_timeout: Duration,
+    /// Whether `/playground` is served.
+    pub playground: bool,
+}
+
+/// What the HTTP edge enforces beyond hyper's limits on request heads.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSettings {
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `MAX_HEADER_VALUE_BYTES`.
+    pub max_header_value_bytes: usize,
+    /// Whether GraphQL introspection is answered (`INTROSPECTION`).
+    pub introspection: bool,
+}
+
+impl FromRef<HttpState> for Arc<HttpSettings> {
+    fn from_ref(state: &HttpState) -> Self {
+        Arc::clone(&state.settings)
+    }
 }
 
 impl FromRef<HttpState> for AppState {
@@ -40,32 +79,35 @@ impl FromRef<HttpState> for AppState {
     }
 }
 
-pub fn router(app: AppState) -> Router {
-    router_with(app, Router::new())
+pub fn router(app: AppState, settings: HttpSettings) -> Router {
+    router_with(app, settings, Router::new())
 }
 
 /// The router with `extra` routes merged in (an embedding application's own REST routes); they
 /// get the same request ids, logs, metrics, CORS, headers, timeout and panic handling.
-pub fn router_with(app: AppState, extra: Router) -> Router {
+pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Router {
     // Installed before the first request, so every metric is described from the start.
     crate::telemetry::metrics::handle();
-    let cors = hardening::cors(&app.cors_origins);
+    let cors = hardening::cors(&settings.cors_origins);
     let state = HttpState {
-        app: app.clone(),
-        schema: build_schema_for(app.edge.introspection),
-        documents: std::sync::Arc::new(DocumentCache::new(16 * 1024 * 1024)),
+        app,
+        schema: build_schema_for(settings.edge.introspection),
+        settings: Arc::new(settings),
+        documents: Arc::new(DocumentCache::new(16 * 1024 * 1024)),
     };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/graphql/ws", get(ws::handler))
         .route("/api/health", get(health::api_health))
-        .route("/api/stripe/webhook", post(crate::billing::webhook::handler))
+        .route("/api/stripe/webhook", post(webhook::handler))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics));
-    if state.app.playground {
+    if state.settings.playground {
         routes = routes.merge(playground::routes());
     }
+    let limits = axum::middleware::from_fn_with_state(Arc::clone(&state.settings), limits::limit);
+    let observe = axum::middleware::from_fn_with_state(Arc::clone(&state.settings), observe::observe);
     routes
         .with_state(state)
         .merge(extra)
@@ -77,11 +119,11 @@ pub fn router_with(app: AppState, extra: Router) -> Router {
         // CORS and the request line see it; `observe` is outermost so its span and timing
         // cover everything.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(app.clone(), limits::limit))
+        .layer(limits)
         .layer(CatchPanicLayer::custom(observe::on_panic))
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
-        .layer(axum::middleware::from_fn_with_state(app, observe::observe))
+        .layer(observe)
 }
 
 async fn not_found() -> axum::response::Response {

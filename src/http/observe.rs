@@ -1,6 +1,7 @@
 //! Per-request observability: the request id, the request span, one log line per request, the
 //! HTTP metrics, the request timeout, and the answer to a handler that panicked.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,7 +13,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
-use crate::state::AppState;
+use super::HttpSettings;
 use crate::telemetry::metrics as m;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,7 +53,7 @@ impl Drop for InFlight {
 
 /// The middleware: everything the request does runs inside its span, so handlers record
 /// `tenant.id`, `user.id` and the GraphQL operation on it and they appear on the request's line.
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -78,10 +79,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         graphql.type = Empty,
     );
     let in_flight = InFlight::start();
-    let run = tokio::time::timeout(state.request_timeout, next.run(req)).instrument(span.clone());
+    let run = tokio::time::timeout(settings.request_timeout, next.run(req)).instrument(span.clone());
     let mut response = match run.await {
         Ok(response) => response,
-        Err(_) => timed_out(state.request_timeout.as_secs()),
+        Err(_) => timed_out(settings.request_timeout.as_secs()),
     };
     drop(in_flight);
     if response.extensions().get::<Panicked>().is_some() {

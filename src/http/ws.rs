@@ -19,10 +19,10 @@ use futures::{SinkExt, StreamExt};
 use super::HttpState;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
-use crate::graphql::context::{Caller, RequestCtx};
 use crate::graphql::input_check;
+use crate::request::context::{Caller, RequestCtx};
+use crate::request::tenant as resolve;
 use crate::state::AppState;
-use crate::tenancy::resolve;
 
 /// How often the server pings an idle socket (keeps proxies from closing it).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

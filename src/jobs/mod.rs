@@ -6,7 +6,6 @@
 
 mod completions;
 pub mod context;
-pub mod product;
 pub mod repo;
 pub mod worker;
 
@@ -106,9 +105,6 @@ impl NewJob {
 pub fn sealed_aad(id: Uuid) -> Vec<u8> {
     format!("job\0{id}").into_bytes()
 }
-
-/// The channel a committed enqueue notifies, so idle workers claim at once instead of polling.
-pub const JOBS_CHANNEL: &str = "jobs";
 
 /// Inserts the job and, in the same statement, notifies workers (delivered on commit). Returns
 /// a row only when the job was inserted (not deduplicated by its unique key).

@@ -286,7 +286,7 @@ pub async fn retry(db: &impl GenericClient, id: Uuid) -> Result<bool, AppError> 
         )
         .await?;
     if n == 1 {
-        crate::db::notify::publish(db, super::JOBS_CHANNEL, "").await?;
+        crate::db::notify::publish(db, crate::db::notify::JOBS, "").await?;
     }
     Ok(n == 1)
 }

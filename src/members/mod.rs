@@ -1,7 +1,5 @@
 //! Membership: which users belong to which tenant, with what role; invitations to join.
 
-pub mod graphql;
-pub mod invitations;
 pub mod repo;
 
 use std::time::Duration;
@@ -9,7 +7,6 @@ use std::time::Duration;
 use moka::future::Cache;
 use uuid::Uuid;
 
-use crate::api_keys;
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
 use crate::db::notify::{MEMBER_CHANGED, publish_in};
@@ -131,39 +128,57 @@ fn check_change(
     Ok(current)
 }
 
-/// Changes a member's role, with its audit entry, in the tenant transaction. API keys the
-/// member created with a role above the new one are revoked with it; returns their prefixes.
+/// What else must end, in the same transaction, when a member is demoted or removed: the
+/// credentials they created beyond their new role. Defined here, implemented by the feature that
+/// owns those credentials (`api_keys::RevokeKeys`), so membership imports nothing above it.
+pub trait OnMemberChange {
+    /// `role`: the member's new role, `None` when they were removed. Returns what ended (API key
+    /// prefixes), for the answer.
+    fn member_changed(
+        &self,
+        tx: &mut TenantTx,
+        tenant_id: Uuid,
+        actor: Actor,
+        member: Uuid,
+        role: Option<Role>,
+    ) -> impl Future<Output = Result<Vec<String>, AppError>> + Send;
+}
+
+/// Changes a member's role, with its audit entry, in the tenant transaction; `then` ends what
+/// the member created beyond the new role (API keys), and its answer is returned.
 pub async fn change_role(
     tx: &mut TenantTx,
     tenant_id: Uuid,
     acting: Acting,
     target: Uuid,
     role: Role,
+    then: &impl OnMemberChange,
 ) -> Result<Vec<String>, AppError> {
     let roles = repo::lock_roles(tx, tenant_id).await?;
     let previous = check_change(&roles, acting, target, Some(role))?;
     repo::set_role(tx, tenant_id, target, role).await?;
     let details = serde_json::json!({ "from": previous.as_db(), "to": role.as_db() });
     audit::record(tx, acting.actor, "member.role_changed", "user", &target.to_string(), details).await?;
-    let revoked = api_keys::revoke_created_by(tx, tenant_id, acting.actor, target, Some(role)).await?;
+    let revoked = then.member_changed(tx, tenant_id, acting.actor, target, Some(role)).await?;
     publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
     Ok(revoked)
 }
 
-/// Removes a member, with its audit entry, in the tenant transaction. The API keys they
-/// created are revoked with it; returns their prefixes.
+/// Removes a member, with its audit entry, in the tenant transaction; `then` ends what the
+/// member created (API keys), and its answer is returned.
 pub async fn remove(
     tx: &mut TenantTx,
     tenant_id: Uuid,
     acting: Acting,
     target: Uuid,
+    then: &impl OnMemberChange,
 ) -> Result<Vec<String>, AppError> {
     let roles = repo::lock_roles(tx, tenant_id).await?;
     let previous = check_change(&roles, acting, target, None)?;
     repo::delete(tx, tenant_id, target).await?;
     let details = serde_json::json!({ "role": previous.as_db() });
     audit::record(tx, acting.actor, "member.removed", "user", &target.to_string(), details).await?;
-    let revoked = api_keys::revoke_created_by(tx, tenant_id, acting.actor, target, None).await?;
+    let revoked = then.member_changed(tx, tenant_id, acting.actor, target, None).await?;
     publish_in(tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
     Ok(revoked)
 }

@@ -2,7 +2,6 @@
 
 pub mod access;
 pub mod catalog;
-pub mod graphql;
 
 use std::collections::BTreeSet;
 

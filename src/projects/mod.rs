@@ -1,6 +1,5 @@
 //! The example tenant feature: projects. Copy this folder to add a product table.
 
-pub mod graphql;
 pub mod repo;
 
 use uuid::Uuid;

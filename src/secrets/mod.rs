@@ -2,7 +2,6 @@
 //! tokens) stored encrypted with the keyring (`crate::crypto`). Listing shows names and dates;
 //! only server code (`reveal`) ever sees a value again.
 
-pub mod graphql;
 pub mod repo;
 
 use deadpool_postgres::Pool;

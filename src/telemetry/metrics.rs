@@ -6,10 +6,8 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -103,54 +101,4 @@ pub fn code_label(code: Option<&str>) -> &'static str {
 pub fn cache_lookup(cache: &'static str, hit: bool) {
     metrics::counter!(CACHE_LOOKUPS, "cache" => cache, "result" => if hit { "hit" } else { "miss" })
         .increment(1);
-}
-
-/// Samples the gauges read at scrape time (pool, tenants, memory), then renders everything.
-pub async fn render(state: &AppState) -> String {
-    let pool = state.pool.status();
-    gauge!(DB_POOL_SIZE).set(pool.size as f64);
-    gauge!(DB_POOL_IN_USE).set(pool.size.saturating_sub(pool.available) as f64);
-    gauge!(DB_POOL_MAX).set(pool.max_size as f64);
-    gauge!(DB_POOL_WAITING).set(pool.waiting as f64);
-    if let Some(rss) = crate::health::rss_bytes() {
-        gauge!(RSS).set(rss as f64);
-    }
-    match tenants_by_status(state).await {
-        Ok(counts) => {
-            for (status, count) in counts {
-                gauge!(TENANTS, "status" => status).set(count as f64);
-            }
-        }
-        Err(err) => tracing::warn!(error = ?err, "metrics: counting tenants failed"),
-    }
-    match job_stats(state).await {
-        Ok(stats) => {
-            gauge!(JOBS_QUEUED).set(stats.queued as f64);
-            gauge!(JOBS_RUNNING).set(stats.running as f64);
-            gauge!(JOBS_DEAD).set(stats.dead as f64);
-            gauge!(JOBS_OLDEST_AGE).set(stats.oldest_age_secs);
-        }
-        Err(err) => tracing::warn!(error = ?err, "metrics: reading the job queue failed"),
-    }
-    let handle = handle();
-    handle.run_upkeep();
-    handle.render()
-}
-
-async fn job_stats(state: &AppState) -> anyhow::Result<crate::jobs::repo::Stats> {
-    let client = state.pool.get().await?;
-    crate::jobs::repo::stats(&client).await.map_err(|e| e.into_anyhow())
-}
-
-async fn tenants_by_status(state: &AppState) -> anyhow::Result<Vec<(String, i64)>> {
-    use crate::tenancy::model::TenantStatus;
-    let client = state.pool.get().await?;
-    let mut counts = crate::tenancy::repo::count_by_status(&client).await.map_err(|e| e.into_anyhow())?;
-    // Every known status is reported, so a status that empties drops to 0 rather than going stale.
-    for status in [TenantStatus::Active, TenantStatus::Suspended, TenantStatus::Expired] {
-        if !counts.iter().any(|(s, _)| s == status.as_db()) {
-            counts.push((status.as_db().to_owned(), 0));
-        }
-    }
-    Ok(counts)
 }

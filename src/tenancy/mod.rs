@@ -5,7 +5,6 @@ pub mod domains;
 pub mod dump;
 mod dump_check;
 pub mod export;
-pub mod graphql;
 pub mod model;
 pub mod provision;
 pub mod repo;
@@ -16,16 +15,27 @@ use uuid::Uuid;
 
 use self::model::{Domain, Subdomain, TENANT_COLUMNS, Tenant, TenantName, TenantStatus};
 use self::provision::{NewTenant, provision};
-use self::resolve::TenantKey;
+use self::resolve::{TenantCache, TenantKey};
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
+use crate::db::migrate::MigrationSet;
 use crate::db::notify::{TENANT_CHANGED, publish_in};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::members::MemberCache;
+
+/// The handles tenant creation uses, lent by the caller (`AppState::provisioning`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub pool: &'a Pool,
+    pub tenant_migrations: &'a MigrationSet,
+    pub tenants: &'a TenantCache,
+    pub members: &'a MemberCache,
+    pub require_verified_email: bool,
+}
 
 /// Creates a tenant owned by `user_id`.
 pub async fn create_for_user(
-    state: &AppState,
+    state: Handles<'_>,
     user_id: Uuid,
     name: &str,
     subdomain: &str,
@@ -40,7 +50,7 @@ pub async fn create_for_user(
     if state.require_verified_email && !user.email_verified {
         return Err(AppError::EmailNotVerified);
     }
-    let tenant = provision(&state.pool, &state.tenant_migrations, new).await?;
+    let tenant = provision(state.pool, state.tenant_migrations, new).await?;
     // The notification reaches this replica too, a moment later; the creator's next request
     // must not meet a cached "no such tenant" or "not a member" before it does.
     state.tenants.forget(&TenantKey::Subdomain(tenant.subdomain.clone())).await;

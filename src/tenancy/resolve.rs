@@ -1,6 +1,5 @@
 //! Tenant resolution: `X-Tenant`, `Host: <subdomain>.<BASE_DOMAIN>`, or a custom domain.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -12,8 +11,6 @@ use uuid::Uuid;
 use super::model::Subdomain;
 use super::repo;
 use crate::error::AppError;
-use crate::plans::TenantAccess;
-use crate::state::AppState;
 
 /// How a request names its tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,7 +82,7 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
-fn unknown_subdomain(sub: &str) -> AppError {
+pub(crate) fn unknown_subdomain(sub: &str) -> AppError {
     // The subdomain is the client's own text: quote a short piece of it only.
     let sub: String = sub.chars().take(64).collect();
     AppError::TenantNotFound(format!(
@@ -142,31 +139,6 @@ impl TenantCache {
     pub fn clear(&self) {
         self.0.invalidate_all();
     }
-}
-
-/// The request's tenant and its access, if it names one, checked to be open for requests.
-pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<TenantAccess>>, AppError> {
-    let Some(key) = tenant_key(headers, &state.base_domain)? else {
-        return Ok(None);
-    };
-    let access = match state.tenants.get(&state.pool, &key).await? {
-        Some(id) => by_id(state, id).await?,
-        None => None,
-    };
-    match (access, &key) {
-        (Some(access), _) => Ok(Some(access)),
-        (None, TenantKey::Subdomain(sub)) => Err(unknown_subdomain(sub)),
-        (None, TenantKey::Domain(_)) => Ok(None),
-    }
-}
-
-/// A tenant by id (e.g. an API key's), checked to be open for requests.
-pub async fn by_id(state: &AppState, id: Uuid) -> Result<Option<Arc<TenantAccess>>, AppError> {
-    let access = state.access.get(&state.pool, &state.plans, id).await?;
-    if let Some(access) = &access {
-        access.tenant.check_open(chrono::Utc::now())?;
-    }
-    Ok(access)
 }
 
 #[cfg(test)]

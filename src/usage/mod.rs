@@ -2,7 +2,6 @@
 //! monthly quotas and per-second rate limits, and live totals for subscribers.
 
 pub mod gauges;
-pub mod graphql;
 pub mod limits;
 pub mod live;
 pub mod meter;
@@ -21,7 +20,6 @@ use self::meter::{Flushed, Meter};
 use crate::db::notify;
 use crate::error::AppError;
 use crate::plans::{Feature, Resource, TenantAccess};
-use crate::state::AppState;
 
 /// The window a usage report covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -200,42 +198,22 @@ impl Usage {
 
 /// Refuses a write that adds data when the tenant's storage is at or past its plan's limit.
 /// Deleting and reading stay allowed, so a tenant over its limit can free space.
-pub async fn require_storage_room(state: &AppState, access: &TenantAccess) -> Result<(), AppError> {
+pub async fn require_storage_room(usage: &Usage, pool: &Pool, access: &TenantAccess) -> Result<(), AppError> {
     if access.plan.limit(Resource::StorageBytes).is_none() {
         return Ok(());
     }
-    let bytes = state.usage.gauges.storage(&state.pool, access.tenant.id).await?;
+    let bytes = usage.gauges.storage(pool, access.tenant.id).await?;
     access.check_room(Resource::StorageBytes, bytes, 1)
 }
 
-/// Flushes every `USAGE_FLUSH_MS`; every few seconds, enqueues storage measurements (jobs) for
-/// the tenants that wrote data.
-pub async fn run_flusher(state: AppState) {
-    let mut tick = tokio::time::interval(state.usage.flush_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_storage = Instant::now();
-    loop {
-        tick.tick().await;
-        if let Err(err) = state.usage.flush(&state.pool).await {
-            tracing::warn!(error = ?err, "usage flush failed; the counts are kept and retried");
-        }
-        if last_storage.elapsed() >= STORAGE_REFRESH {
-            last_storage = Instant::now();
-            if let Err(err) = state.usage.gauges.enqueue_written(&state.pool).await {
-                tracing::warn!(error = ?err, "enqueueing storage measurements failed; retried next round");
-            }
-        }
-    }
-}
-
 /// How often tenants that wrote data get their storage measured again.
-const STORAGE_REFRESH: Duration = Duration::from_secs(5);
+pub const STORAGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Hourly: forget idle tenants' totals and refilled buckets, and old flush ids.
-pub async fn prune(state: &AppState) {
-    state.usage.meter.prune(Utc::now().date_naive());
-    state.usage.limits.prune();
-    if let Ok(client) = state.pool.get().await
+pub async fn prune(usage: &Usage, pool: &Pool) {
+    usage.meter.prune(Utc::now().date_naive());
+    usage.limits.prune();
+    if let Ok(client) = pool.get().await
         && let Err(err) = repo::prune_flushes(&client).await
     {
         tracing::warn!(error = ?err, "pruning usage flush ids failed");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{JobCtx, JobError, Registry, repo};
+use crate::jobs::{JobCtx, JobError, Registry, repo};
 use crate::state::AppState;
 
 /// Purges tenants deleted longer ago than `TENANT_PURGE_AFTER_DAYS` (hourly).

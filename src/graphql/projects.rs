@@ -3,13 +3,13 @@
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::repo::{self, Project};
-use super::{ProjectName, parse_description, parse_id};
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::RoleGuard;
+use crate::graphql::usage::StorageRoomGuard;
 use crate::members::Role;
-use crate::usage::graphql::StorageRoomGuard;
+use crate::projects::repo::{self, Project};
+use crate::projects::{ProjectName, parse_description, parse_id};
+use crate::request::context::RequestCtx;
+use crate::request::guards::RoleGuard;
 
 const MAX_PAGE: i32 = 100;
 

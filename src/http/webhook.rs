@@ -13,8 +13,8 @@ use serde_json::json;
 
 use tracing::Instrument;
 
-use super::apply;
-use super::events::{self, Envelope};
+use crate::billing::apply;
+use crate::billing::events::{self, Envelope};
 use crate::state::AppState;
 
 pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -44,7 +44,7 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: By
         stripe.event_type = %envelope.kind,
         tenant.id = tracing::field::Empty,
     );
-    let result = apply::apply(&state, &envelope).instrument(span.clone()).await;
+    let result = apply::apply(state.payments(), &envelope).instrument(span.clone()).await;
     let _entered = span.enter();
     match result {
         Ok(outcome) => {

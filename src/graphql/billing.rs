@@ -4,12 +4,12 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::model::{BillingState, BillingStatus};
-use super::{HostedSession, repo};
+use crate::billing::model::{BillingState, BillingStatus};
+use crate::billing::{HostedSession, repo};
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::RoleGuard;
 use crate::members::Role;
+use crate::request::context::RequestCtx;
+use crate::request::guards::RoleGuard;
 
 /// A Stripe Checkout page: send the user to `url`.
 #[derive(SimpleObject)]
@@ -80,7 +80,9 @@ impl BillingMutation {
     ) -> async_graphql::Result<CheckoutSession> {
         let rc = ctx.data::<RequestCtx>()?;
         let tenant_id = rc.tenant()?.tenant.id;
-        let session = super::start_checkout(&rc.state, tenant_id, &plan, &success_url, &cancel_url).await?;
+        let session =
+            crate::billing::start_checkout(rc.state.payments(), tenant_id, &plan, &success_url, &cancel_url)
+                .await?;
         let HostedSession { id, url } = session;
         Ok(CheckoutSession { id: ID(id), url })
     }
@@ -95,7 +97,8 @@ impl BillingMutation {
     ) -> async_graphql::Result<BillingPortalSession> {
         let rc = ctx.data::<RequestCtx>()?;
         let tenant_id = rc.tenant()?.tenant.id;
-        let HostedSession { id, url } = super::open_portal(&rc.state, tenant_id, &return_url).await?;
+        let HostedSession { id, url } =
+            crate::billing::open_portal(rc.state.payments(), tenant_id, &return_url).await?;
         Ok(BillingPortalSession { id: ID(id), url })
     }
 }

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Object, SimpleObject};
 
-use crate::graphql::context::RequestCtx;
+use crate::request::context::RequestCtx;
 
 #[derive(SimpleObject)]
 pub struct Health {
@@ -23,7 +23,7 @@ impl HealthQuery {
         let rc = ctx.data::<RequestCtx>()?;
         let state = &rc.state;
         let _turn = rc.connection_turn().await?;
-        let latency = super::database_latency(state).await;
+        let latency = crate::health::database_latency(state).await;
         Ok(Health {
             status: if latency.is_some() { "healthy" } else { "unhealthy" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),

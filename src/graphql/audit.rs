@@ -4,9 +4,9 @@ use async_graphql::{Context, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::RoleGuard;
 use crate::members::Role;
+use crate::request::context::RequestCtx;
+use crate::request::guards::RoleGuard;
 
 #[derive(SimpleObject)]
 pub struct AuditEntry {
@@ -54,7 +54,7 @@ impl AuditQuery {
             None => None,
         };
         let mut tx = ctx.data::<RequestCtx>()?.tenant_tx().await?;
-        let entries = super::page(&mut tx, i64::from(first) + 1, before).await?;
+        let entries = crate::audit::page(&mut tx, i64::from(first) + 1, before).await?;
         tx.commit().await?;
         let more = entries.len() > first as usize;
         let entries: Vec<_> = entries.into_iter().take(first as usize).collect();

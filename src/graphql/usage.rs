@@ -7,17 +7,17 @@ use chrono::{NaiveDate, Utc};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::meter::Totals;
-use super::{UsagePeriod, month_start, repo};
 use crate::error::AppError;
-use crate::graphql::context::{Caller, RequestCtx};
-use crate::graphql::guards::{FeatureGuard, RoleGuard};
+use crate::graphql::plans::PlanObject;
 use crate::graphql::scalars::BigInt;
 use crate::members::Role;
-use crate::plans::graphql::PlanObject;
 use crate::plans::{Feature, Resource, TenantAccess};
+use crate::request::context::{Caller, RequestCtx};
+use crate::request::guards::{FeatureGuard, RoleGuard};
+use crate::request::tenant as resolve;
 use crate::state::AppState;
-use crate::tenancy::resolve;
+use crate::usage::meter::Totals;
+use crate::usage::{UsagePeriod, month_start, repo};
 
 /// One metric against its plan limit.
 #[derive(SimpleObject)]
@@ -124,7 +124,7 @@ pub struct StorageRoomGuard;
 impl async_graphql::Guard for StorageRoomGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         let rc = ctx.data::<RequestCtx>()?;
-        Ok(super::require_storage_room(&rc.state, rc.tenant()?).await?)
+        Ok(crate::usage::require_storage_room(&rc.state.usage, &rc.state.pool, rc.tenant()?).await?)
     }
 }
 

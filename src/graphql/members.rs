@@ -5,17 +5,18 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::invitations::{self, AcceptError, Invitation, Invited};
-use super::{Acting, Role, repo};
+use crate::api_keys::RevokeKeys;
 use crate::auth::email::EmailAddress;
 use crate::auth::repo as users;
 use crate::db::TenantTx;
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::RoleGuard;
+use crate::graphql::tenancy::TenantObject;
+use crate::invitations::{self, AcceptError, Invitation, Invited};
 use crate::mail::{Message, outbox};
+use crate::members::{Acting, Role, repo};
+use crate::request::context::RequestCtx;
+use crate::request::guards::RoleGuard;
 use crate::state::AppState;
-use crate::tenancy::graphql::TenantObject;
 
 #[derive(SimpleObject)]
 #[graphql(name = "Member")]
@@ -225,7 +226,8 @@ impl MemberMutation {
         let tenant_id = rc.tenant()?.tenant.id;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
-        let revoked = super::change_role(&mut tx, tenant_id, acting, target, role).await?;
+        let revoked =
+            crate::members::change_role(&mut tx, tenant_id, acting, target, role, &RevokeKeys).await?;
         tx.commit().await?;
         rc.state.members.forget(tenant_id, target).await;
         forget_keys(&rc.state, &revoked).await;
@@ -242,7 +244,7 @@ impl MemberMutation {
         let tenant_id = rc.tenant()?.tenant.id;
         let acting = acting(rc).await?;
         let mut tx = rc.tenant_tx().await?;
-        let revoked = super::remove(&mut tx, tenant_id, acting, target).await?;
+        let revoked = crate::members::remove(&mut tx, tenant_id, acting, target, &RevokeKeys).await?;
         tx.commit().await?;
         rc.state.members.forget(tenant_id, target).await;
         forget_keys(&rc.state, &revoked).await;

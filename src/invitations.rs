@@ -6,13 +6,13 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Acting, Role, repo as members_repo};
 use crate::audit;
 use crate::auth::email::EmailAddress;
 use crate::auth::secret::{hash_secret, new_secret};
 use crate::db::TenantTx;
 use crate::db::notify::{MEMBER_CHANGED, publish_in};
 use crate::error::AppError;
+use crate::members::{Acting, Role, repo as members_repo};
 use crate::plans::{Resource, TenantAccess};
 
 pub const INVITATION_TTL: Duration = Duration::days(7);

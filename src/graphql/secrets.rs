@@ -4,11 +4,11 @@
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{SecretInfo, SecretName};
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::{FeatureGuard, RoleGuard};
 use crate::members::Role;
 use crate::plans::Feature;
+use crate::request::context::RequestCtx;
+use crate::request::guards::{FeatureGuard, RoleGuard};
+use crate::secrets::{SecretInfo, SecretName};
 
 /// A stored secret. Its value is write-only: it is never returned.
 #[derive(SimpleObject)]
@@ -33,7 +33,7 @@ impl SecretQuery {
     #[graphql(guard = "RoleGuard::at_least(Role::Admin)")]
     async fn integration_secrets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<IntegrationSecret>> {
         let rc = ctx.data::<RequestCtx>()?;
-        let secrets = super::list(&rc.state.pool, rc.tenant()?.tenant.id).await?;
+        let secrets = crate::secrets::list(&rc.state.pool, rc.tenant()?.tenant.id).await?;
         Ok(secrets.into_iter().map(Into::into).collect())
     }
 }
@@ -54,7 +54,7 @@ impl SecretMutation {
         let name = SecretName::parse(&name)?;
         let rc = ctx.data::<RequestCtx>()?;
         let tenant_id = rc.tenant()?.tenant.id;
-        Ok(super::set(&rc.state.pool, &rc.state.keys, tenant_id, &name, &value).await?.into())
+        Ok(crate::secrets::set(&rc.state.pool, &rc.state.keys, tenant_id, &name, &value).await?.into())
     }
 
     /// Deletes a secret; `NOT_FOUND` if there is none by that name.
@@ -66,7 +66,7 @@ impl SecretMutation {
     ) -> async_graphql::Result<bool> {
         let name = SecretName::parse(&name)?;
         let rc = ctx.data::<RequestCtx>()?;
-        super::delete(&rc.state.pool, rc.tenant()?.tenant.id, &name).await?;
+        crate::secrets::delete(&rc.state.pool, rc.tenant()?.tenant.id, &name).await?;
         Ok(true)
     }
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Object, SimpleObject};
 
-use super::Plan;
-use crate::graphql::context::RequestCtx;
 use crate::graphql::scalars::BigInt;
+use crate::plans::Plan;
+use crate::request::context::RequestCtx;
 
 /// A plan's limits; `null` means unlimited.
 #[derive(SimpleObject)]

@@ -4,13 +4,13 @@ use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::repo::{self, ApiKey};
+use crate::api_keys::repo::{self, ApiKey};
 use crate::error::AppError;
-use crate::graphql::context::{Caller, RequestCtx};
-use crate::graphql::guards::{FeatureGuard, RoleGuard};
-use crate::members::graphql::MemberObject;
+use crate::graphql::members::MemberObject;
 use crate::members::{Role, repo as members};
 use crate::plans::Feature;
+use crate::request::context::{Caller, RequestCtx};
+use crate::request::guards::{FeatureGuard, RoleGuard};
 
 #[derive(SimpleObject)]
 #[graphql(name = "ApiKey", complex)]
@@ -99,7 +99,8 @@ impl ApiKeyMutation {
             Caller::Anonymous | Caller::Rejected(_) => None,
         };
         let mut tx = rc.tenant_tx().await?;
-        let (key, api_key) = super::create(&mut tx, tenant_id, rc.actor()?, created_by, &name, role).await?;
+        let (key, api_key) =
+            crate::api_keys::create(&mut tx, tenant_id, rc.actor()?, created_by, &name, role).await?;
         tx.commit().await?;
         Ok(CreatedApiKey { key, api_key: api_key.into() })
     }
@@ -110,7 +111,7 @@ impl ApiKeyMutation {
         let id = id.parse().map_err(|_| AppError::NotFound("API key"))?;
         let tenant_id = rc.tenant()?.tenant.id;
         let mut tx = rc.tenant_tx().await?;
-        let key = super::revoke(&mut tx, tenant_id, rc.actor()?, id).await?;
+        let key = crate::api_keys::revoke(&mut tx, tenant_id, rc.actor()?, id).await?;
         tx.commit().await?;
         rc.state.api_keys.forget(&key.prefix).await;
         Ok(key.into())

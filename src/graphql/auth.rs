@@ -3,10 +3,10 @@
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::repo::{self, User};
-use super::session::{self, Tokens};
+use crate::auth::repo::{self, User};
+use crate::auth::session::{self, Tokens};
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
+use crate::request::context::RequestCtx;
 
 /// An account.
 #[derive(SimpleObject)]
@@ -79,7 +79,8 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("signUp")?;
-        let (user, tokens) = super::sign_up(&rc.state, rc.client_ip(), &email, &password, &name).await?;
+        let (user, tokens) =
+            crate::auth::sign_up(rc.state.identity(), rc.client_ip(), &email, &password, &name).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 
@@ -92,7 +93,8 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("signIn")?;
-        let (user, tokens) = super::sign_in(&rc.state, rc.client_ip(), &email, &password).await?;
+        let (user, tokens) =
+            crate::auth::sign_in(rc.state.identity(), rc.client_ip(), &email, &password).await?;
         Ok(AuthPayload::new(user, tokens))
     }
 
@@ -128,7 +130,7 @@ impl AuthMutation {
         #[graphql(secret)] token: String,
     ) -> async_graphql::Result<UserObject> {
         let rc = ctx.data::<RequestCtx>()?;
-        Ok(super::verify_email(&rc.state, &token).await?.into())
+        Ok(crate::auth::verify_email(rc.state.identity(), &token).await?.into())
     }
 
     /// Mails the signed-in user a new verification link.
@@ -136,7 +138,7 @@ impl AuthMutation {
         let rc = ctx.data::<RequestCtx>()?;
         let user_id = rc.user_id()?;
         rc.spend_costly("resendVerificationEmail")?;
-        super::resend_verification(&rc.state, user_id).await?;
+        crate::auth::resend_verification(rc.state.identity(), user_id).await?;
         Ok(true)
     }
 
@@ -145,7 +147,7 @@ impl AuthMutation {
     async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> async_graphql::Result<bool> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("requestPasswordReset")?;
-        super::request_password_reset(&rc.state, rc.client_ip(), &email).await?;
+        crate::auth::request_password_reset(rc.state.identity(), rc.client_ip(), &email).await?;
         Ok(true)
     }
 
@@ -158,7 +160,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<bool> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("resetPassword")?;
-        super::reset_password(&rc.state, &token, &new_password).await?;
+        crate::auth::reset_password(rc.state.identity(), &token, &new_password).await?;
         Ok(true)
     }
 
@@ -173,7 +175,8 @@ impl AuthMutation {
         let user_id = rc.user_id()?;
         rc.spend_costly("changePassword")?;
         let (user, tokens) =
-            super::change_password(&rc.state, user_id, &current_password, &new_password).await?;
+            crate::auth::change_password(rc.state.identity(), user_id, &current_password, &new_password)
+                .await?;
         Ok(AuthPayload::new(user, tokens))
     }
 }

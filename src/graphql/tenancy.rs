@@ -5,16 +5,16 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 
-use super::domains::{self, CustomDomain};
-use super::model::TenantStatus;
-use super::repo;
-use crate::billing::graphql::BillingObject;
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
-use crate::graphql::guards::{FeatureGuard, RoleGuard};
+use crate::graphql::billing::BillingObject;
+use crate::graphql::plans::PlanObject;
 use crate::members::Role;
-use crate::plans::graphql::PlanObject;
 use crate::plans::{Feature, TenantAccess};
+use crate::request::context::RequestCtx;
+use crate::request::guards::{FeatureGuard, RoleGuard};
+use crate::tenancy::domains::{self, CustomDomain};
+use crate::tenancy::model::TenantStatus;
+use crate::tenancy::repo;
 
 /// A customer organisation, with its plan and the caller's role in it.
 pub struct TenantObject {
@@ -69,7 +69,7 @@ impl TenantObject {
     /// The tenant's Stripe subscription, as Stripe last reported it.
     async fn billing(&self, ctx: &Context<'_>) -> async_graphql::Result<BillingObject> {
         let rc = ctx.data::<RequestCtx>()?;
-        Ok(crate::billing::graphql::billing_of(rc, self.access.tenant.id).await?)
+        Ok(crate::graphql::billing::billing_of(rc, self.access.tenant.id).await?)
     }
 }
 
@@ -114,7 +114,9 @@ impl TenantMutation {
         subdomain: String,
     ) -> async_graphql::Result<TenantObject> {
         let rc = ctx.data::<RequestCtx>()?;
-        let tenant = super::create_for_user(&rc.state, rc.user_id()?, &name, &subdomain).await?;
+        let tenant =
+            crate::tenancy::create_for_user(rc.state.provisioning(), rc.user_id()?, &name, &subdomain)
+                .await?;
         let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
         Ok(TenantObject { access, role: Some(Role::Owner) })
     }
@@ -133,9 +135,15 @@ impl TenantMutation {
         let current = &rc.tenant()?.tenant;
         let mut tx = rc.tenant_tx().await?;
         let own_hosts = (rc.state.base_domain.as_str(), rc.state.public_url.as_str());
-        let tenant =
-            super::update(&mut tx, own_hosts, rc.actor()?, current, name.as_deref(), domain.as_opt_deref())
-                .await?;
+        let tenant = crate::tenancy::update(
+            &mut tx,
+            own_hosts,
+            rc.actor()?,
+            current,
+            name.as_deref(),
+            domain.as_opt_deref(),
+        )
+        .await?;
         tx.commit().await?;
         let access = Arc::new(TenantAccess::new(tenant, &rc.state.plans));
         Ok(TenantObject { access, role: Some(rc.role().await?) })
@@ -171,7 +179,7 @@ impl TenantMutation {
         let rc = ctx.data::<RequestCtx>()?;
         let tenant_id = rc.tenant()?.tenant.id;
         let mut tx = rc.tenant_tx().await?;
-        super::soft_delete(&mut tx, rc.actor()?, tenant_id).await?;
+        crate::tenancy::soft_delete(&mut tx, rc.actor()?, tenant_id).await?;
         tx.commit().await?;
         rc.state.access.invalidate(tenant_id).await;
         rc.state.tenants.clear();

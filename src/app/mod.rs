@@ -1,11 +1,14 @@
 //! `Application`: build (database, migrations, state, bus) → bound port → run.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+mod job_handlers;
+pub mod services;
 
 use crate::config::{Config, Pooler};
 use crate::db::embedded::{Durability, EmbeddedPostgres};
@@ -43,7 +46,7 @@ async fn maintain(state: AppState) {
         {
             tracing::warn!(error = ?err, "dropping ended throttle windows failed");
         }
-        crate::usage::prune(&state).await;
+        crate::usage::prune(&state.usage, &state.pool).await;
     }
 }
 
@@ -183,8 +186,28 @@ fn job_worker(
         Pooler::None => pool.clone(),
         Pooler::Transaction => build_pool(&database.url, size)?,
     };
-    let registry = crate::jobs::product::registry(state);
+    let registry = job_handlers::registry(state);
     Ok(Some(Worker::new(pool, tenant_pool, registry, settings)))
+}
+
+/// Flushes every `USAGE_FLUSH_MS`; every few seconds, enqueues storage measurements (jobs) for
+/// the tenants that wrote data.
+async fn flush_usage(state: AppState) {
+    let mut tick = tokio::time::interval(state.usage.flush_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_storage = Instant::now();
+    loop {
+        tick.tick().await;
+        if let Err(err) = state.usage.flush(&state.pool).await {
+            tracing::warn!(error = ?err, "usage flush failed; the counts are kept and retried");
+        }
+        if last_storage.elapsed() >= crate::usage::STORAGE_REFRESH {
+            last_storage = Instant::now();
+            if let Err(err) = state.usage.gauges.enqueue_written(&state.pool).await {
+                tracing::warn!(error = ?err, "enqueueing storage measurements failed; retried next round");
+            }
+        }
+    }
 }
 
 /// A built server: database ready, control schema migrated, port bound.
@@ -195,6 +218,7 @@ pub struct Application {
     bus: JoinHandle<()>,
     extra_routes: axum::Router,
     limits: crate::http::EdgeLimits,
+    http: crate::http::HttpSettings,
     /// Runs background jobs; `None` with `JOBS_CONCURRENCY=0`.
     worker: Option<Worker>,
 }
@@ -211,7 +235,8 @@ impl Application {
         crate::db::unnamed::set_pooler(config.database_pooler);
         let (pool, tenant_pool, listen_url) = open_pools(&config, &database).await?;
         migrate_control(&pool).await?;
-        let state = AppState::new(pool, tenant_pool, &config, plans, MigrationSet::tenant())?;
+        let http = services::http_settings(&config)?;
+        let state = services::app_state(pool, tenant_pool, &config, plans, MigrationSet::tenant())?;
         let lagging = state.migration_lag.refresh(&state.pool).await.map_err(AppError::into_anyhow)?;
         if lagging > 0 {
             tracing::warn!(
@@ -244,8 +269,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (set BIND to another address)", config.bind))?;
-        let limits = config.edge_limits();
-        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new(), limits, worker })
+        let limits = services::edge_limits(&config);
+        Ok(Self { listener, state, database, bus, extra_routes: axum::Router::new(), limits, http, worker })
     }
 
     pub fn port(&self) -> u16 {
@@ -279,11 +304,11 @@ impl Application {
     /// up to `DRAIN_TIMEOUT`), then stops background work and releases the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
-        let router = crate::http::router_with(self.state.clone(), self.extra_routes);
+        let router = crate::http::router_with(self.state.clone(), self.http, self.extra_routes);
         let upkeep = tokio::spawn(maintain(self.state.clone()));
         let worker = self.worker.map(Worker::spawn);
         let lag = tokio::spawn(watch_migration_lag(self.state.clone()));
-        let flusher = tokio::spawn(crate::usage::run_flusher(self.state.clone()));
+        let flusher = tokio::spawn(flush_usage(self.state.clone()));
         let supervisor = self.database.embedded.as_ref().and_then(EmbeddedPostgres::supervisor);
         let supervisor = supervisor.map(|s| tokio::spawn(s.watch()));
         let draining = std::sync::Arc::new(tokio::sync::Notify::new());
