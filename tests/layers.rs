@@ -154,7 +154,10 @@ fn every_import_points_to_a_lower_layer() {
     let rank = layers(&architecture);
     let src = Path::new(ROOT).join("src");
     let unplaced: Vec<_> = top_modules(&src).into_iter().filter(|m| !rank.contains_key(m)).collect();
-    assert!(unplaced.is_empty(), "modules missing from the layers block in docs/ARCHITECTURE.md: {unplaced:?}");
+    assert!(
+        unplaced.is_empty(),
+        "modules missing from the layers block in docs/ARCHITECTURE.md: {unplaced:?}"
+    );
     let stale: Vec<_> = rank.keys().filter(|m| !top_modules(&src).contains(m)).collect();
     assert!(stale.is_empty(), "the layers block names modules that do not exist: {stale:?}");
     let wrong = violations(&src, &rank);

@@ -67,8 +67,8 @@ pub fn build_schema() -> AppSchema {
     build_schema_for(true)
 }
 
-/// The schema, answering introspection only if `introspection` (`INTROSPECTION`; off in
-/// production by default). Variables are coerced and checked before anything runs.
+/// The schema, answering introspection and suggesting field names only if `introspection`
+/// (`INTROSPECTION`; off in production by default). Variables are coerced and checked before anything runs.
 pub fn build_schema_for(introspection: bool) -> AppSchema {
     let builder = || {
         Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
@@ -79,7 +79,12 @@ pub fn build_schema_for(introspection: bool) -> AppSchema {
         |capture| builder().extension(capture).finish(),
         |schema| Box::pin(async move { schema.execute("{ __typename }").await }),
     );
-    if introspection { builder().finish() } else { builder().disable_introspection().finish() }
+    // Without introspection, "Did you mean …?" would describe the schema field by field.
+    if introspection {
+        builder().finish()
+    } else {
+        builder().disable_introspection().disable_suggestions().finish()
+    }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

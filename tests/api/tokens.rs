@@ -67,6 +67,21 @@ async fn introspection_is_off_in_production_unless_enabled() {
 }
 
 #[tokio::test]
+async fn field_suggestions_are_given_only_where_introspection_is_on() {
+    // `plan` is one letter from `plans`: async-graphql would suggest it.
+    let query = "{ plan { id } }";
+    let production = spawn_app_with(in_production).await;
+    let (_, body) = production.graphql(As::default(), query, json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("Unknown field"), "{body}");
+    assert!(!message.contains("Did you mean"), "production names no fields: {body}");
+    let development = spawn_app().await;
+    let (_, body) = development.graphql(As::default(), query, json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Did you mean"), "development suggests: {body}");
+}
+
+#[tokio::test]
 async fn api_app_and_www_hosts_serve_the_control_plane() {
     let app = spawn_app().await;
     for host in ["api.localhost", "app.localhost", "www.localhost", "localhost"] {
