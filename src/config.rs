@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+pub use secrecy::{ExposeSecret, SecretString};
 
 /// PUBLIC_URL when unset (and so the default JWT issuer).
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8090";
@@ -20,12 +21,14 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Settings shared by every command.
+/// Settings shared by every command. Secrets (credentials, keys, tokens, URLs that may carry a
+/// password) are `SecretString`s: `Debug` prints them as `[REDACTED]`, and reading one takes an
+/// explicit `expose_secret()`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// PostgreSQL URL. Unset: a private cluster is created and started under DATA_DIR.
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
 
     /// Where the embedded cluster and generated development secrets live.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
@@ -41,7 +44,7 @@ pub struct Config {
 
     /// HMAC secret for access tokens. Unset in development: generated into DATA_DIR.
     #[arg(long, env = "JWT_SECRET", global = true, hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
 
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", global = true)]
     pub app_env: AppEnv,
@@ -52,7 +55,7 @@ pub struct Config {
 
     /// Outgoing mail: `log` (development), `file:<dir>`, or `smtp://user:pass@host:port`.
     #[arg(long, env = "MAILER", default_value = "log", global = true, hide_env_values = true)]
-    pub mailer: String,
+    pub mailer: SecretString,
 
     /// Sender of outgoing mail.
     #[arg(long, env = "MAIL_FROM", default_value = "tenantry <no-reply@localhost>", global = true)]
@@ -81,12 +84,12 @@ pub struct Config {
     /// Base64 of 32 random bytes: the key stored secrets are encrypted with. Unset in
     /// development: generated into DATA_DIR; required when APP_ENV=production.
     #[arg(long, env = "MASTER_ENCRYPTION_KEY", global = true, hide_env_values = true)]
-    pub master_encryption_key: Option<String>,
+    pub master_encryption_key: Option<SecretString>,
 
     /// Previous master keys (comma-separated base64), still accepted for reading until
     /// `tenantry keys rotate` has re-encrypted everything under MASTER_ENCRYPTION_KEY.
     #[arg(long, env = "OLD_ENCRYPTION_KEYS", value_delimiter = ',', global = true, hide_env_values = true)]
-    pub old_encryption_keys: Vec<String>,
+    pub old_encryption_keys: Vec<SecretString>,
 
     /// `transaction` when DATABASE_URL points at PgBouncer in transaction pooling mode: no
     /// prepared statement outlives its transaction, and LISTEN uses DATABASE_DIRECT_URL.
@@ -94,8 +97,8 @@ pub struct Config {
     pub database_pooler: Pooler,
 
     /// A direct (not pooled) PostgreSQL URL for LISTEN. Required with DATABASE_POOLER=transaction.
-    #[arg(long, env = "DATABASE_DIRECT_URL", global = true)]
-    pub database_direct_url: Option<String>,
+    #[arg(long, env = "DATABASE_DIRECT_URL", global = true, hide_env_values = true)]
+    pub database_direct_url: Option<SecretString>,
 
     /// Browser origins allowed to call the API (comma-separated, or `*`). Empty: same origin only.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', global = true)]
@@ -103,7 +106,7 @@ pub struct Config {
 
     /// When set, `GET /metrics` requires `Authorization: Bearer <METRICS_TOKEN>`.
     #[arg(long, env = "METRICS_TOKEN", global = true, hide_env_values = true)]
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<SecretString>,
 
     /// Memory budget in MiB; the health check's memory status turns unhealthy past 90 % of it.
     /// Unset: the cgroup's limit (memory.max) when there is one.
@@ -149,11 +152,11 @@ pub struct Config {
 
     /// Stripe secret API key (`sk_…`). Unset: checkout and the portal answer BILLING_UNAVAILABLE.
     #[arg(long, env = "STRIPE_SECRET_KEY", global = true, hide_env_values = true)]
-    pub stripe_secret_key: Option<String>,
+    pub stripe_secret_key: Option<SecretString>,
 
     /// Webhook signing secrets (`whsec_…`), comma-separated while rotating.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true)]
-    pub stripe_webhook_secret: Option<String>,
+    pub stripe_webhook_secret: Option<SecretString>,
 
     /// Base URL of the Stripe API (tests point it at a local fake).
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", global = true)]
@@ -286,13 +289,13 @@ impl Config {
     /// A config for tests and embedding: defaults everywhere, the given database and data dir.
     pub fn for_tests(database_url: Option<String>, data_dir: PathBuf) -> Self {
         Self {
-            database_url,
+            database_url: database_url.map(Into::into),
             bind: "127.0.0.1:0".parse().expect("valid socket address"),
             base_domain: "localhost".into(),
             jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
             app_env: AppEnv::Development,
             log_format: Some(LogFormat::Json),
-            mailer: format!("file:{}", data_dir.join("mail").display()),
+            mailer: format!("file:{}", data_dir.join("mail").display()).into(),
             mail_from: "tenantry <no-reply@localhost>".into(),
             public_url: "http://app.test".into(),
             require_verified_email: true,
@@ -369,7 +372,52 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn secrets_never_reach_a_debug_print() {
+        let secrets = [
+            "jwt-secret-that-is-long-enough-0123456789",
+            "postgres://app:db-password@db/tenantry",
+            "smtp://mail:mail-password@smtp.example.com:587",
+            "master-key-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "old-key-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+            "sk_test_stripe_secret",
+            "whsec_webhook_secret",
+            "metrics-token-secret",
+            "postgres://app:direct-password@db/tenantry",
+        ];
+        let flags = [
+            "--jwt-secret",
+            "--database-url",
+            "--mailer",
+            "--master-encryption-key",
+            "--old-encryption-keys",
+            "--stripe-secret-key",
+            "--stripe-webhook-secret",
+            "--metrics-token",
+            "--database-direct-url",
+        ];
+        let mut args = vec!["tenantry".to_owned()];
+        for (flag, secret) in flags.iter().zip(secrets) {
+            args.extend([(*flag).to_owned(), secret.to_owned()]);
+        }
+        let config = Cli::try_parse_from(args).unwrap().config;
+        assert_eq!(config.jwt_secret.as_ref().map(ExposeSecret::expose_secret), Some(secrets[0]));
+        let printed = format!("{config:?}");
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("REDACTED"), "{printed}");
+    }
 
     #[test]
     fn the_playground_is_off_in_production_unless_enabled() {

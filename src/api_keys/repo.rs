@@ -37,7 +37,6 @@ impl ApiKey {
 }
 
 /// What authentication needs.
-#[derive(Debug)]
 pub struct StoredKey {
     pub id: Uuid,
     pub tenant_id: Uuid,

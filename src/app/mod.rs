@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 mod job_handlers;
 pub mod services;
 
-use crate::config::{Config, Pooler};
+use crate::config::{Config, ExposeSecret, Pooler};
 use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
@@ -109,7 +109,7 @@ pub struct Database {
 impl Database {
     pub async fn open(config: &Config, durability: Durability) -> anyhow::Result<Self> {
         if let Some(url) = &config.database_url {
-            return Ok(Self { url: url.clone(), embedded: None });
+            return Ok(Self { url: url.expose_secret().to_owned(), embedded: None });
         }
         let data_dir = config.data_dir.clone();
         let pg =
@@ -154,7 +154,7 @@ async fn open_pools(config: &Config, database: &Database) -> anyhow::Result<(Poo
             (pool.clone(), pool, database.url.clone())
         }
         Pooler::Transaction => {
-            let direct = config.database_direct_url.as_deref().context(
+            let direct = config.database_direct_url.as_ref().map(ExposeSecret::expose_secret).context(
                 "DATABASE_POOLER=transaction needs DATABASE_DIRECT_URL: a direct PostgreSQL URL for LISTEN \
                  and the control plane",
             )?;

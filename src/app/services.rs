@@ -18,7 +18,7 @@ use crate::auth::hasher::Hasher;
 use crate::auth::throttle::Throttles;
 use crate::auth::token::{ACCESS_TOKEN_TTL, TokenKeys};
 use crate::billing::Billing;
-use crate::config::{AppEnv, Config};
+use crate::config::{AppEnv, Config, ExposeSecret};
 use crate::crypto::Keyring;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
@@ -59,7 +59,7 @@ pub fn app_state(
         migration_lag: MigrationLag::new(tenant_migrations.latest_version()),
         connections_per_request: config.db_connections_per_request as usize,
         tenant_migrations,
-        mailer: Mailer::from_spec(&config.mailer, &config.mail_from, config.app_env)?,
+        mailer: Mailer::from_spec(config.mailer.expose_secret(), &config.mail_from, config.app_env)?,
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         require_verified_email: config.require_verified_email,
         throttles: throttles(config),
@@ -86,7 +86,7 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
         },
         trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
         cors_origins: config.cors_origins.clone(),
-        metrics_token: config.metrics_token.clone().filter(|t| !t.is_empty()),
+        metrics_token: config.metrics_token.clone().filter(|t| !t.expose_secret().is_empty()),
         request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         playground: config.playground_enabled(),
     })
@@ -129,6 +129,7 @@ fn password_hasher(config: &Config) -> anyhow::Result<Hasher> {
 /// The JWT secret: configured, or (development only) generated once and kept in DATA_DIR.
 pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.jwt_secret {
+        let secret = secret.expose_secret();
         if secret.len() < 32 {
             bail!("JWT_SECRET must be at least 32 characters");
         }
@@ -144,7 +145,7 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 /// plus OLD_ENCRYPTION_KEYS.
 pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
     let current = match &config.master_encryption_key {
-        Some(key) => key.clone(),
+        Some(key) => key.expose_secret().to_owned(),
         None if config.app_env == AppEnv::Production => {
             bail!(
                 "MASTER_ENCRYPTION_KEY is not set; it is required when APP_ENV=production (generate one with `openssl rand -base64 32`)"
@@ -152,7 +153,8 @@ pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
         }
         None => B64.encode(dev_secret(&config.data_dir, "master_encryption_key")?),
     };
-    Keyring::from_base64(&current, &config.old_encryption_keys)
+    let old: Vec<&str> = config.old_encryption_keys.iter().map(ExposeSecret::expose_secret).collect();
+    Keyring::from_base64(&current, &old)
 }
 
 /// Reads or creates a random development secret at `DATA_DIR/secrets/<name>`.

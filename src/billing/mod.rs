@@ -20,7 +20,7 @@ use uuid::Uuid;
 use self::origins::AllowedOrigins;
 use self::provider::CheckoutRequest;
 use self::signature::WebhookSecrets;
-use crate::config::{AppEnv, Config};
+use crate::config::{AppEnv, Config, ExposeSecret};
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog, TenantChange};
 use crate::tenancy::model::TenantStatus;
@@ -45,8 +45,8 @@ pub struct Billing {
 impl Billing {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let client = match &config.stripe_secret_key {
-            Some(key) if !key.trim().is_empty() => Some(
-                stripe::ClientBuilder::new(key.trim())
+            Some(key) if !key.expose_secret().trim().is_empty() => Some(
+                stripe::ClientBuilder::new(key.expose_secret().trim())
                     // The client appends `v1/…` to the base: it must end with a slash.
                     .url(format!("{}/", config.stripe_api_base.trim_end_matches('/')))
                     .timeout(StdDuration::from_secs(20))
@@ -55,7 +55,8 @@ impl Billing {
             ),
             _ => None,
         };
-        let secrets = WebhookSecrets::parse(config.stripe_webhook_secret.as_deref());
+        let secrets =
+            WebhookSecrets::parse(config.stripe_webhook_secret.as_ref().map(ExposeSecret::expose_secret));
         if config.app_env == AppEnv::Production && client.is_some() && secrets.is_empty() {
             anyhow::bail!(
                 "STRIPE_WEBHOOK_SECRET is not set; with STRIPE_SECRET_KEY set in production, Stripe's \

@@ -83,7 +83,7 @@ impl Keyring {
     }
 
     /// Parses base64 keys as configured (`MASTER_ENCRYPTION_KEY`, `OLD_ENCRYPTION_KEYS`).
-    pub fn from_base64(current: &str, old: &[String]) -> anyhow::Result<Self> {
+    pub fn from_base64(current: &str, old: &[&str]) -> anyhow::Result<Self> {
         let current = decode_key(current).context("MASTER_ENCRYPTION_KEY")?;
         let old = old
             .iter()
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn configured_keys_must_be_32_bytes_of_base64() {
-        assert!(Keyring::from_base64(&B64.encode([7u8; 32]), &[B64.encode([8u8; 32])]).is_ok());
+        assert!(Keyring::from_base64(&B64.encode([7u8; 32]), &[B64.encode([8u8; 32]).as_str()]).is_ok());
         let short = Keyring::from_base64(&B64.encode([7u8; 16]), &[]).err().unwrap();
         assert!(format!("{short:#}").contains("32 bytes"), "{short:#}");
         assert!(Keyring::from_base64("not base64!", &[]).is_err());

@@ -18,7 +18,7 @@ pub async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Respo
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if !given.is_some_and(|given| same_secret(given, expected)) {
+        if !given.is_some_and(|given| same_secret(given, secrecy::ExposeSecret::expose_secret(expected))) {
             let mut response =
                 (StatusCode::UNAUTHORIZED, "metrics need `Authorization: Bearer <METRICS_TOKEN>`\n")
                     .into_response();

@@ -50,7 +50,7 @@ pub struct HttpSettings {
     /// Browser origins allowed by CORS (`*` for any).
     pub cors_origins: Vec<String>,
     /// Bearer token `/metrics` requires, if any.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<secrecy::SecretString>,
     pub request_timeout: Duration,
     /// Whether `/playground` is served.
     pub playground: bool,

@@ -26,7 +26,7 @@ pub async fn spawn_billing_app(grace_secs: u64) -> BillingApp {
     let url = fake.url.clone();
     let app = spawn_app_with(|config| {
         config.stripe_secret_key = Some("sk_test_fake".into());
-        config.stripe_webhook_secret = Some(format!("whsec_rotated_out,{SECRET}"));
+        config.stripe_webhook_secret = Some(format!("whsec_rotated_out,{SECRET}").into());
         config.stripe_api_base = url;
         config.billing_allowed_origins = Some(ORIGIN.into());
         config.billing_grace_secs = grace_secs;

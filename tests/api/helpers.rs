@@ -410,7 +410,7 @@ impl ServerProcess {
             .env("DATABASE_URL", db_url)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("DATA_DIR", scratch_dir())
-            .env("JWT_SECRET", config.jwt_secret.unwrap())
+            .env("JWT_SECRET", secrecy::ExposeSecret::expose_secret(&config.jwt_secret.unwrap()))
             .env("PUBLIC_URL", config.public_url)
             .env("RUST_LOG", "warn")
             // Jobs (mail above all) run in the test's own server, whose mail spool and

@@ -173,7 +173,7 @@ async fn an_expired_access_token_is_unauthenticated() {
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secrecy::ExposeSecret::expose_secret(&secret).as_bytes()),
     )
     .unwrap();
     let (_, body) = app.graphql(As::user(&expired), "{ me { id } }", json!({})).await;

@@ -65,7 +65,7 @@ async fn a_killed_workers_mail_job_is_picked_up_after_its_lease() {
 
     // Replica two (file mailer) takes the job once the lease has expired.
     let rescuer = spawn_app_with(|c| {
-        c.database_url = Some(app.db.url.clone());
+        c.database_url = Some(app.db.url.clone().into());
         c.master_encryption_key = Some(key.into());
     })
     .await;
@@ -101,8 +101,8 @@ async fn a_mail_job_survives_a_restart_and_its_secrets_are_sealed() {
     let data_dir = first.mail_dir.parent().unwrap().to_owned();
     let db_url = first.db.url.clone();
     let _second = spawn_app_with(move |c| {
-        c.database_url = Some(db_url);
-        c.mailer = format!("file:{}", data_dir.join("mail").display());
+        c.database_url = Some(db_url.into());
+        c.mailer = format!("file:{}", data_dir.join("mail").display()).into();
         c.data_dir = data_dir;
     })
     .await;

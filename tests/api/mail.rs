@@ -50,7 +50,7 @@ async fn the_smtp_mailer_delivers_the_verification_link() {
     let (done, received) = oneshot::channel();
     tokio::spawn(smtp_sink(listener, done));
 
-    let app = spawn_app_with(|config| config.mailer = format!("smtp://127.0.0.1:{port}")).await;
+    let app = spawn_app_with(|config| config.mailer = format!("smtp://127.0.0.1:{port}").into()).await;
     app.sign_up_unverified("ann").await;
     let data = tokio::time::timeout(std::time::Duration::from_secs(10), received).await.unwrap().unwrap();
     assert!(data.contains("To: ann@example.com"), "{data}");

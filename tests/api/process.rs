@@ -29,7 +29,7 @@ impl ServerProcess {
             .env("DATABASE_URL", db_url)
             .env("BIND", "127.0.0.1:0")
             .env("DATA_DIR", &dir)
-            .env("JWT_SECRET", secret)
+            .env("JWT_SECRET", secrecy::ExposeSecret::expose_secret(&secret))
             .env("MAILER", format!("file:{}", mail_dir.display()))
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")

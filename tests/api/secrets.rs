@@ -18,7 +18,7 @@ fn key(byte: u8) -> String {
 
 #[tokio::test]
 async fn a_secret_is_stored_encrypted_listed_by_name_only_and_needs_custom_integrations() {
-    let app = spawn_app_with(|c| c.master_encryption_key = Some(key(1))).await;
+    let app = spawn_app_with(|c| c.master_encryption_key = Some(key(1).into())).await;
     let owner = app.sign_up("ann").await;
     app.create_tenant(&owner, "acme").await;
     let as_owner = || As::member(&owner, "acme");
@@ -96,7 +96,7 @@ fn rotate(db_url: &str, master: &str, old: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn secrets_under_an_old_key_read_after_rotation_and_rotation_is_resumable() {
-    let app = spawn_app_with(|c| c.master_encryption_key = Some(key(1))).await;
+    let app = spawn_app_with(|c| c.master_encryption_key = Some(key(1).into())).await;
     let owner = app.sign_up("ann").await;
     app.create_tenant(&owner, "acme").await;
     app.set_plan("acme", "enterprise").await;
@@ -112,7 +112,7 @@ async fn secrets_under_an_old_key_read_after_rotation_and_rotation_is_resumable(
     }
     let tenant = tenantry::tenancy::by_subdomain(&app.pool, "acme").await.unwrap();
     let new_only = Keyring::from_base64(&key(2), &[]).unwrap();
-    let both = Keyring::from_base64(&key(2), &[key(1)]).unwrap();
+    let both = Keyring::from_base64(&key(2), &[key(1).as_str()]).unwrap();
     let s0 = SecretName::parse("s0").unwrap();
     assert_eq!(secrets::reveal(&app.pool, &both, tenant.id, &s0).await.unwrap().as_deref(), Some("value 0"));
     assert!(

@@ -9,7 +9,7 @@ fn sign(claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secrecy::ExposeSecret::expose_secret(&secret).as_bytes()),
     )
     .unwrap()
 }
