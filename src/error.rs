@@ -199,6 +199,23 @@ impl AppError {
         }
     }
 
+    /// Whether trying the same thing again later can succeed: the database is unreachable, or a
+    /// statement lost a race that a retry wins (serialization failure, deadlock, a lock or
+    /// statement timeout).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::DatabaseUnavailable => true,
+            Self::Internal(err) => is_outage(err) || has_sqlstate(err, |code| TRANSIENT.contains(code)),
+            _ => false,
+        }
+    }
+
+    /// Whether PostgreSQL refused the data itself (class 22, data exception: NUL in text, a
+    /// value out of range…): the same input can never be stored.
+    pub fn is_bad_data(&self) -> bool {
+        matches!(self, Self::Internal(err) if has_sqlstate(err, |code| code.code().starts_with("22")))
+    }
+
     /// Logs internal causes exactly once, where the error leaves the server.
     fn log_if_internal(&self) {
         if let Self::Internal(err) = self {
@@ -334,6 +351,20 @@ pub fn clip(message: &str) -> String {
         Some((end, _)) => format!("{}… (truncated)", &message[..end]),
         None => message.to_owned(),
     }
+}
+
+/// SQLSTATEs of a statement that lost a race: retrying can succeed.
+const TRANSIENT: [tokio_postgres::error::SqlState; 4] = [
+    tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE,
+    tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED,
+    tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE,
+    tokio_postgres::error::SqlState::QUERY_CANCELED,
+];
+
+/// Whether a PostgreSQL error anywhere in `err`'s chain has a code `pick` accepts.
+fn has_sqlstate(err: &anyhow::Error, pick: impl Fn(&tokio_postgres::error::SqlState) -> bool) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(&pick))
 }
 
 /// Whether PostgreSQL refused text it cannot store: NUL (22021) or an untranslatable

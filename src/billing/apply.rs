@@ -65,7 +65,7 @@ async fn effect(
     at: DateTime<Utc>,
     event: &BillingEvent,
 ) -> Result<Outcome, AppError> {
-    let Some(tenant_id) = find_tenant(tx, event).await? else {
+    let Some((tenant_id, new_customer)) = find_tenant(tx, event).await? else {
         tracing::warn!("Stripe event names no known tenant; ignored");
         return Ok(Outcome::Ignored);
     };
@@ -74,6 +74,10 @@ async fn effect(
     let decision = decide(&current, event, at, state.plans, state.billing.grace);
     if decision.outcome != Outcome::Applied {
         return Ok(decision.outcome);
+    }
+    // Remembered only with an effect: an ignored checkout (an unknown plan) leaves no trace.
+    if let Some(customer) = new_customer {
+        repo::set_customer(tx, tenant_id, customer).await?;
     }
     if decision.state != current {
         repo::save_state(tx, &decision.state).await?;
@@ -85,11 +89,11 @@ async fn effect(
 }
 
 /// The tenant an event is about: by its Stripe customer, else by the `tenant_id` metadata set
-/// at checkout (remembering the customer for later events).
-async fn find_tenant(
+/// at checkout — then with the customer to remember for later events, if the event applies.
+async fn find_tenant<'e>(
     tx: &deadpool_postgres::Transaction<'_>,
-    event: &BillingEvent,
-) -> Result<Option<Uuid>, AppError> {
+    event: &'e BillingEvent,
+) -> Result<Option<(Uuid, Option<&'e str>)>, AppError> {
     let (customer, tenant_id) = match event {
         BillingEvent::CheckoutCompleted(c) => (c.customer.as_deref(), c.tenant_id),
         BillingEvent::Subscription { subscription, .. } => {
@@ -100,12 +104,8 @@ async fn find_tenant(
     if let Some(customer) = customer
         && let Some(id) = repo::tenant_by_customer(tx, customer).await?
     {
-        return Ok(Some(id));
+        return Ok(Some((id, None)));
     }
     let Some(id) = tenant_id else { return Ok(None) };
-    let found = repo::live_tenant(tx, id).await?;
-    if let (Some(id), Some(customer)) = (found, customer) {
-        repo::set_customer(tx, id, customer).await?;
-    }
-    Ok(found)
+    Ok(repo::live_tenant(tx, id).await?.map(|id| (id, customer)))
 }

@@ -26,7 +26,11 @@ impl Envelope {
     /// Parses a raw body; `None` for anything that is not an event envelope.
     pub fn parse(body: &[u8]) -> Option<Self> {
         let envelope: Self = serde_json::from_slice(body).ok()?;
-        let id_ok = !envelope.id.is_empty() && envelope.id.len() <= 255;
+        // Stripe's ids are `evt_` and letters and digits; anything else (control characters,
+        // NUL) could never be stored, so it is no event.
+        let id_ok = !envelope.id.is_empty()
+            && envelope.id.len() <= 255
+            && envelope.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         (id_ok && !envelope.kind.is_empty() && envelope.data.object.is_object()).then_some(envelope)
     }
 

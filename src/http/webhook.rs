@@ -1,9 +1,16 @@
 //! `POST /api/stripe/webhook`: verify the signature on the raw body, then record and apply.
 //!
-//! Answers: 200 for every verified event, whatever became of it (applied, duplicate, stale,
-//! ignored), so Stripe never retries an event it cannot improve by retrying; 400 for a bad or
-//! stale signature or a body that is no event, with no effect; 500 only when the database
-//! failed, so Stripe delivers again later; 503 when no webhook secret is configured.
+//! Answers by cause, since Stripe delivers again (for three days) after anything but a 2xx:
+//! - 200 for every verified event that was handled, whatever became of it (applied, duplicate,
+//!   stale, ignored: an unknown type, tenant, plan or price, or an object of the wrong shape);
+//! - 400 for a bad or stale signature, a body that is no event (a malformed id included), or
+//!   an event whose data PostgreSQL refuses (NUL in a field): never processable, no effect;
+//! - 503 with `Retry-After` when the database is unreachable or a statement lost a race: a
+//!   later delivery succeeds;
+//! - 500 for any other failure (a bug: logged at ERROR, and a delivery after the fix succeeds);
+//! - 503 when no webhook secret is configured.
+//!
+//! An event's effects commit together with its record, or not at all.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -33,7 +40,10 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: By
         return reply(StatusCode::BAD_REQUEST, err.message());
     }
     let Some(envelope) = Envelope::parse(&body) else {
-        tracing::warn!("Stripe webhook body is not an event");
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").map(|id| crate::error::clip(&format!("{id:?}"))));
+        tracing::warn!(stripe.event_id = id.as_deref().unwrap_or("-"), "Stripe webhook body is not an event");
         count("unverified", "rejected");
         return reply(StatusCode::BAD_REQUEST, "the body is not a Stripe event");
     };
@@ -53,13 +63,34 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: By
             (StatusCode::OK, axum::Json(json!({ "received": true, "outcome": outcome.as_str() })))
                 .into_response()
         }
-        Err(err) => {
-            tracing::error!(
+        Err(err) if err.is_retryable() => {
+            tracing::warn!(
                 error = format!("{:#}", err.into_anyhow()),
-                "Stripe event failed; Stripe will retry"
+                "Stripe event not stored; Stripe will retry"
             );
+            count(known, "retry");
+            let mut response = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; deliver the event again later",
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::error::DATABASE_RETRY_AFTER_SECS),
+            );
+            response
+        }
+        Err(err) if err.is_bad_data() => {
+            tracing::warn!(
+                error = format!("{:#}", err.into_anyhow()),
+                "Stripe event refused: its data cannot be stored"
+            );
+            count(known, "rejected");
+            reply(StatusCode::BAD_REQUEST, "the event holds data that cannot be stored; it was not applied")
+        }
+        Err(err) => {
+            tracing::error!(error = format!("{:#}", err.into_anyhow()), "Stripe event failed");
             count(known, "failed");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, "the event could not be stored; it will be retried")
+            reply(StatusCode::INTERNAL_SERVER_ERROR, "the event could not be processed; it was not applied")
         }
     }
 }

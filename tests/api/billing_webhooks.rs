@@ -99,6 +99,44 @@ async fn forged_stale_and_malformed_deliveries_are_refused_with_no_effect() {
 }
 
 #[tokio::test]
+async fn signed_events_that_can_never_be_stored_are_refused_with_400_and_no_effect() {
+    let t = spawn_billing_app(3600).await;
+    // An id holding NUL: no retry could ever store it (it used to answer 500, "will be retried").
+    let mut bad_id =
+        event("checkout.session.completed", now(), checkout_completed(t.tenant_id, "pro", "cus_A", "sub_A"));
+    bad_id["id"] = json!("evt_\u{0}1");
+    // A field PostgreSQL refuses deeper in: the customer id.
+    let bad_customer = event(
+        "checkout.session.completed",
+        now(),
+        checkout_completed(t.tenant_id, "pro", "cus_\u{0}A", "sub_A"),
+    );
+    for body in [bad_id, bad_customer] {
+        let (status, reply) = t.deliver(&body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+    assert_eq!(t.tenant_row().await.0, "free");
+    assert_eq!(t.recorded_events().await, 0);
+    assert_eq!(t.billing_row().await, None);
+}
+
+#[tokio::test]
+async fn an_ignored_checkout_for_an_unknown_plan_leaves_no_customer_on_the_tenant() {
+    let t = spawn_billing_app(3600).await;
+    let unknown = checkout_completed(t.tenant_id, "platinum", "cus_U", "sub_U");
+    t.deliver_expecting(&event("checkout.session.completed", now(), unknown), "ignored").await;
+    let client = t.app.pool.get().await.unwrap();
+    let row = client
+        .query_one("select stripe_customer_id from control.tenants where id = $1", &[&t.tenant_id])
+        .await
+        .unwrap();
+    let customer: Option<String> = row.get("stripe_customer_id");
+    assert_eq!(customer, None, "an event that applied nothing changed the tenant");
+    assert_eq!(t.tenant_row().await.0, "free");
+}
+
+#[tokio::test]
 async fn a_signature_among_several_v1_entries_made_with_a_rotated_in_secret_is_accepted() {
     let t = spawn_billing_app(3600).await;
     let body =
