@@ -287,74 +287,6 @@ pub enum Pooler {
 }
 
 impl Config {
-    /// A config for tests and embedding: defaults everywhere, the given database and data dir.
-    pub fn for_tests(database_url: Option<String>, data_dir: PathBuf) -> Self {
-        Self {
-            database_url,
-            bind: "127.0.0.1:0".parse().expect("valid socket address"),
-            base_domain: "localhost".into(),
-            jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
-            app_env: AppEnv::Development,
-            log_format: Some(LogFormat::Json),
-            mailer: format!("file:{}", data_dir.join("mail").display()),
-            mail_from: "tenantry <no-reply@localhost>".into(),
-            public_url: "http://app.test".into(),
-            require_verified_email: true,
-            tenant_purge_after_days: 30,
-            plans_file: None,
-            db_pool_size: 16,
-            master_encryption_key: None,
-            old_encryption_keys: Vec::new(),
-            database_pooler: Pooler::None,
-            database_direct_url: None,
-            cors_origins: Vec::new(),
-            metrics_token: None,
-            memory_limit_mb: None,
-            request_timeout_secs: 30,
-            usage_flush_ms: 100,
-            playground: None,
-            db_connections_per_request: 2,
-            tenant_cache_ttl_secs: 60,
-            member_cache_ttl_secs: 30,
-            api_key_cache_ttl_secs: 60,
-            migration_lock_timeout_ms: 1_000,
-            migration_lock_retries: 10,
-            domain_check_hosts: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_header_value_bytes: 8 * 1024,
-            max_headers: 100,
-            header_read_timeout_secs: 10,
-            jwt_issuer: None,
-            jwt_audience: "tenantry".into(),
-            introspection: None,
-            trusted_proxies: Vec::new(),
-            password_hash_concurrency: None,
-            // Bursts of sign-ups in tests queue, and a machine busy with the whole suite hashes
-            // slowly; the flood tests lower both.
-            password_hash_queue: 1_000,
-            password_hash_timeout_ms: 60_000,
-            // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
-            sign_ins_per_ip_per_minute: 100_000,
-            sign_ins_per_address_per_minute: 10,
-            sign_ups_per_address_per_hour: 1_000,
-            sign_ups_per_ip_per_hour: 100_000,
-            mails_per_address_per_hour: 1_000,
-            resets_per_ip_per_hour: 100_000,
-            stripe_secret_key: None,
-            stripe_webhook_secret: None,
-            stripe_api_base: "https://api.stripe.com/".into(),
-            billing_allowed_origins: None,
-            billing_grace_secs: 7 * 24 * 3600,
-            billing_check_interval_secs: 300,
-            jobs_concurrency: 4,
-            jobs_poll_ms: 200,
-            jobs_lease_secs: 60,
-            jobs_retry_base_ms: 1000,
-            data_dir,
-        }
-    }
-
     /// The cluster-wide sign-in, sign-up and mail throttles.
     pub fn throttles(&self) -> crate::auth::throttle::Throttles {
         crate::auth::throttle::Throttles {
@@ -473,10 +405,19 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::FromArgMatches;
+
+    /// The declared defaults (no environment variable read) with `data_dir`.
+    fn defaults(data_dir: PathBuf) -> Config {
+        let command = Config::augment_args(clap::Command::new("tenantry")).mut_args(|arg| arg.env(None));
+        let mut config = Config::from_arg_matches(&command.get_matches_from(["tenantry"])).unwrap();
+        config.data_dir = data_dir;
+        config
+    }
 
     #[test]
     fn production_without_a_jwt_secret_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = defaults(std::env::temp_dir());
         config.jwt_secret = None;
         config.app_env = AppEnv::Production;
         let err = config.jwt_secret().unwrap_err().to_string();
@@ -485,7 +426,7 @@ mod tests {
 
     #[test]
     fn production_without_a_master_encryption_key_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = defaults(std::env::temp_dir());
         config.app_env = AppEnv::Production;
         let err = config.keyring().err().unwrap().to_string();
         assert!(err.contains("MASTER_ENCRYPTION_KEY"), "{err}");
@@ -493,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_playground_is_off_in_production_unless_enabled() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = defaults(std::env::temp_dir());
         assert!(config.playground_enabled(), "on in development");
         config.app_env = AppEnv::Production;
         assert!(!config.playground_enabled(), "off in production by default");
@@ -504,7 +445,7 @@ mod tests {
     #[test]
     fn a_development_secret_is_generated_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("tenantry-cfg-{}", uuid::Uuid::new_v4()));
-        let mut config = Config::for_tests(None, dir.clone());
+        let mut config = defaults(dir.clone());
         config.jwt_secret = None;
         let first = config.jwt_secret().unwrap();
         let second = config.jwt_secret().unwrap();
