@@ -13,12 +13,14 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tenantry::app::Application;
 use tenantry::billing::signature::sign;
-use tenantry::config::Config;
 use tenantry::db::embedded::{Durability, EmbeddedPostgres};
 use tenantry::db::migrate::MigrationSet;
 use tenantry::tenancy::model::{Subdomain, TenantName};
 use tenantry::tenancy::provision::{NewTenant, provision};
 use tokio::sync::Mutex;
+
+#[path = "support/settings.rs"]
+mod settings;
 
 const SECRET: &str = "whsec_bench";
 const TENANTS: usize = 20;
@@ -115,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(db_url: &str, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("tenantry-bench-webhook-{}", std::process::id()));
-    let mut config = Config::for_tests(Some(db_url.to_owned()), data_dir.clone());
+    let mut config = settings::test_config(Some(db_url), &data_dir);
     config.stripe_webhook_secret = Some(SECRET.into());
     let app = Application::build(config).await?;
     let address = format!("http://127.0.0.1:{}/api/stripe/webhook", app.port());

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tenantry::app::Application;
-use tenantry::config::Config;
 use tenantry::db::build_pool;
 use tenantry::db::migrate::MigrationSet;
 use tenantry::tenancy::model::{Subdomain, TenantName};
@@ -40,6 +39,8 @@ requests_per_second = 1_000_000
 
 #[path = "support/scratch.rs"]
 mod scratch;
+#[path = "support/settings.rs"]
+mod settings;
 
 use scratch::{admin, pg_url};
 
@@ -86,7 +87,8 @@ async fn ratio() -> anyhow::Result<()> {
     let (user, tenants) = setup(db, 20, "metered").await?;
     let plans = std::env::temp_dir().join("tenantry-bench-usage-plans.toml");
     std::fs::write(&plans, PLANS)?;
-    let mut config = Config::for_tests(Some(pg_url(db)), std::env::temp_dir().join("tenantry-bench-usage"));
+    let mut config =
+        settings::test_config(Some(&pg_url(db)), &std::env::temp_dir().join("tenantry-bench-usage"));
     config.plans_file = Some(plans);
     config.usage_flush_ms = 1000;
     config.jwt_secret = Some(SECRET.into());

@@ -286,74 +286,6 @@ pub enum Pooler {
 }
 
 impl Config {
-    /// A config for tests and embedding: defaults everywhere, the given database and data dir.
-    pub fn for_tests(database_url: Option<String>, data_dir: PathBuf) -> Self {
-        Self {
-            database_url: database_url.map(Into::into),
-            bind: "127.0.0.1:0".parse().expect("valid socket address"),
-            base_domain: "localhost".into(),
-            jwt_secret: Some("test-secret-that-is-long-enough-for-hs256".into()),
-            app_env: AppEnv::Development,
-            log_format: Some(LogFormat::Json),
-            mailer: format!("file:{}", data_dir.join("mail").display()).into(),
-            mail_from: "tenantry <no-reply@localhost>".into(),
-            public_url: "http://app.test".into(),
-            require_verified_email: true,
-            tenant_purge_after_days: 30,
-            plans_file: None,
-            db_pool_size: 16,
-            master_encryption_key: None,
-            old_encryption_keys: Vec::new(),
-            database_pooler: Pooler::None,
-            database_direct_url: None,
-            cors_origins: Vec::new(),
-            metrics_token: None,
-            memory_limit_mb: None,
-            request_timeout_secs: 30,
-            usage_flush_ms: 100,
-            playground: None,
-            db_connections_per_request: 2,
-            tenant_cache_ttl_secs: 60,
-            member_cache_ttl_secs: 30,
-            api_key_cache_ttl_secs: 60,
-            migration_lock_timeout_ms: 1_000,
-            migration_lock_retries: 10,
-            domain_check_hosts: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_header_value_bytes: 8 * 1024,
-            max_headers: 100,
-            header_read_timeout_secs: 10,
-            jwt_issuer: None,
-            jwt_audience: "tenantry".into(),
-            introspection: None,
-            trusted_proxies: Vec::new(),
-            password_hash_concurrency: None,
-            // Bursts of sign-ups in tests queue, and a machine busy with the whole suite hashes
-            // slowly; the flood tests lower both.
-            password_hash_queue: 1_000,
-            password_hash_timeout_ms: 60_000,
-            // The suites sign up dozens of users from 127.0.0.1: throttle tests lower these.
-            sign_ins_per_ip_per_minute: 100_000,
-            sign_ins_per_address_per_minute: 10,
-            sign_ups_per_address_per_hour: 1_000,
-            sign_ups_per_ip_per_hour: 100_000,
-            mails_per_address_per_hour: 1_000,
-            resets_per_ip_per_hour: 100_000,
-            stripe_secret_key: None,
-            stripe_webhook_secret: None,
-            stripe_api_base: "https://api.stripe.com/".into(),
-            billing_allowed_origins: None,
-            billing_grace_secs: 7 * 24 * 3600,
-            billing_check_interval_secs: 300,
-            jobs_concurrency: 4,
-            jobs_poll_ms: 200,
-            jobs_lease_secs: 60,
-            jobs_retry_base_ms: 1000,
-            data_dir,
-        }
-    }
-
     /// Whether `/playground` is served: as configured, else only outside production.
     pub fn playground_enabled(&self) -> bool {
         self.playground.unwrap_or(self.app_env == AppEnv::Development)
@@ -368,6 +300,17 @@ impl Config {
     pub fn jwt_issuer(&self) -> String {
         self.jwt_issuer.clone().unwrap_or_else(|| self.public_url.trim_end_matches('/').to_owned())
     }
+}
+
+/// The declared defaults, reading no environment variable, with `data_dir` (for unit tests;
+/// the integration tests and benches build theirs in `benches/support/settings.rs`).
+#[cfg(test)]
+pub(crate) fn defaults(data_dir: PathBuf) -> Config {
+    use clap::FromArgMatches;
+    let command = Config::augment_args(clap::Command::new("tenantry")).mut_args(|arg| arg.env(None));
+    let mut config = Config::from_arg_matches(&command.get_matches_from(["tenantry"])).unwrap();
+    config.data_dir = data_dir;
+    config
 }
 
 #[cfg(test)]
@@ -421,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_playground_is_off_in_production_unless_enabled() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = defaults(std::env::temp_dir());
         assert!(config.playground_enabled(), "on in development");
         config.app_env = AppEnv::Production;
         assert!(!config.playground_enabled(), "off in production by default");

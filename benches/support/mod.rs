@@ -10,6 +10,7 @@ pub mod plain;
 pub mod read_request;
 pub mod report;
 pub mod server;
+pub mod settings;
 pub mod setup;
 
 use std::path::Path;

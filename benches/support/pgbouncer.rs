@@ -1,11 +1,29 @@
 //! A private PgBouncer (`pool_mode = transaction`) in front of a database, for the pooler bench
 //! and the pooler test. Runs as the `postgres` OS user when we are root (PgBouncer refuses root).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// How to install PgBouncer, for messages about its absence.
+pub const INSTALL: &str = "apt-get install pgbouncer (Debian, Ubuntu), dnf install pgbouncer (Fedora), brew install pgbouncer (macOS)";
+
+/// The `pgbouncer` program: on PATH, else in /usr/sbin or /usr/local/sbin (where Debian puts it,
+/// off most users' PATH). `None`: not installed.
+pub fn program() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("pgbouncer"))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// Stopped (and its files removed) on drop.
 pub struct PgBouncer {
@@ -19,6 +37,8 @@ pub struct PgBouncer {
 impl PgBouncer {
     /// Listens on a free loopback port with `server_connections` server connections to `db_url`.
     pub async fn start(db_url: &str, server_connections: u16) -> anyhow::Result<Self> {
+        // Before anything is waited on: a missing program is named, not timed out on.
+        let exe = program().with_context(|| format!("pgbouncer is not installed; {INSTALL}"))?;
         let pg: tokio_postgres::Config = db_url.parse()?;
         let host = match pg.get_hosts().first().context("the database URL names no host")? {
             tokio_postgres::config::Host::Tcp(host) => host.clone(),
@@ -46,17 +66,17 @@ impl PgBouncer {
             let postgres = nix::unistd::User::from_name("postgres")?.context("no `postgres` OS user")?;
             nix::unistd::chown(&dir, Some(postgres.uid), Some(postgres.gid))?;
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "pgbouncer"]);
+            c.args(["-u", "postgres", "--"]).arg(&exe);
             c
         } else {
-            Command::new("pgbouncer")
+            Command::new(&exe)
         };
         let child = command
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting pgbouncer (Debian: apt-get install pgbouncer)")?;
+            .with_context(|| format!("starting {}", exe.display()))?;
         let bouncer = Self { child, dir, port: listen, user, dbname };
         let started = Instant::now();
         while tokio::net::TcpStream::connect(("127.0.0.1", listen)).await.is_err() {

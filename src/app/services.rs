@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn production_without_a_jwt_secret_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = crate::config::defaults(std::env::temp_dir());
         config.jwt_secret = None;
         config.app_env = AppEnv::Production;
         let err = jwt_secret(&config).unwrap_err().to_string();
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn production_without_a_master_encryption_key_refuses_to_start() {
-        let mut config = Config::for_tests(None, std::env::temp_dir());
+        let mut config = crate::config::defaults(std::env::temp_dir());
         config.app_env = AppEnv::Production;
         let err = keyring(&config).err().unwrap().to_string();
         assert!(err.contains("MASTER_ENCRYPTION_KEY"), "{err}");
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn a_development_secret_is_generated_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("tenantry-cfg-{}", uuid::Uuid::new_v4()));
-        let mut config = Config::for_tests(None, dir.clone());
+        let mut config = crate::config::defaults(dir.clone());
         config.jwt_secret = None;
         let first = jwt_secret(&config).unwrap();
         let second = jwt_secret(&config).unwrap();

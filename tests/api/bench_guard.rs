@@ -15,7 +15,7 @@ fn common(db: &TestDb) -> Common {
 
 /// A database as the product leaves it: control schema migrated, one tenant.
 async fn product_database_with_a_tenant() -> TestDb {
-    let db = TestDb::create().await;
+    let db = TestDb::migrated().await;
     let pool = build_pool(&db.url, 2).unwrap();
     migrate_control(&pool).await.unwrap();
     add_product_tenant(&db).await;

@@ -8,7 +8,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ServerProcess, TestDb, spawn_app};
+use crate::helpers::{TestDb, spawn_app};
+use crate::process::ServerProcess;
 
 /// A response read to the end of the connection: status, head, JSON body.
 struct Raw {
@@ -78,8 +79,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_200_mb_body_is_refused_with_413_before_it_is_read() {
-    let db = TestDb::create().await;
-    let server = ServerProcess::start_with(&db.url, &[]).await;
+    let db = TestDb::migrated().await;
+    let server = ServerProcess::start(&db.url, &[]).await;
     let before = rss_kib(server.child.id());
     let address = server.address.trim_start_matches("http://").to_owned();
     // Declared: refused from the header alone.
@@ -130,8 +131,8 @@ async fn a_200_mb_body_is_refused_with_413_before_it_is_read() {
 
 #[tokio::test]
 async fn a_flood_of_unique_100_kb_hosts_is_refused_with_a_body_and_memory_stays_bounded() {
-    let db = TestDb::create().await;
-    let server = ServerProcess::start_with(&db.url, &[]).await;
+    let db = TestDb::migrated().await;
+    let server = ServerProcess::start(&db.url, &[]).await;
     let address = server.address.clone();
     let before = rss_kib(server.child.id());
     let mut workers = Vec::new();
@@ -180,8 +181,8 @@ async fn oversized_and_too_many_headers_and_malformed_requests_get_a_body() {
 
 #[tokio::test]
 async fn a_client_too_slow_to_send_its_head_gets_408_with_a_body() {
-    let db = TestDb::create().await;
-    let server = ServerProcess::start_with(&db.url, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let db = TestDb::migrated().await;
+    let server = ServerProcess::start(&db.url, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
     let mut stream = TcpStream::connect(server.address.trim_start_matches("http://")).await.unwrap();
     // Half a head, then nothing.
     stream.write_all(b"GET /graphql HTTP/1.1\r\nhost: loc").await.unwrap();

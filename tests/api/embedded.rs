@@ -1,13 +1,12 @@
 //! With no DATABASE_URL the server runs its own PostgreSQL under DATA_DIR.
 
 use tenantry::app::Application;
-use tenantry::config::Config;
 use tokio::sync::oneshot;
 
-use crate::helpers::scratch_dir;
+use crate::helpers::{scratch_dir, test_config};
 
 async fn serve_once(data_dir: &std::path::Path) -> serde_json::Value {
-    let app = Application::build(Config::for_tests(None, data_dir.to_owned())).await.expect("server starts");
+    let app = Application::build(test_config(None, data_dir)).await.expect("server starts");
     let url = format!("http://127.0.0.1:{}/api/health", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

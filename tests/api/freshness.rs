@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tenantry::tenancy::{self, model::TenantStatus};
 
-use crate::helpers::{As, ServerProcess, TestApp, error_code, eventually, spawn_app};
+use crate::helpers::{As, TestApp, error_code, eventually, spawn_app};
+use crate::process::ServerProcess;
 
 const PROJECTS: &str = "{ projects { id } }";
 const WITHIN: Duration = Duration::from_secs(1);
@@ -24,7 +25,7 @@ async fn two_replicas() -> (TestApp, ServerProcess, String) {
     let app = spawn_app().await;
     let ann = app.sign_up("ann").await;
     app.create_tenant(&ann, "acme").await;
-    let other = ServerProcess::start(&app.db.url).await;
+    let other = ServerProcess::replica(&app.db.url, &[]).await;
     (app, other, ann)
 }
 
@@ -32,7 +33,7 @@ async fn two_replicas() -> (TestApp, ServerProcess, String) {
 async fn a_subdomain_queried_before_it_exists_serves_right_after_create_tenant() {
     let app = spawn_app().await;
     let ann = app.sign_up("ann").await;
-    let other = ServerProcess::start(&app.db.url).await;
+    let other = ServerProcess::replica(&app.db.url, &[]).await;
     let tenant_query = "{ tenant { subdomain } }";
     for (status, body) in [
         app.graphql(As::member(&ann, "newco"), tenant_query, json!({})).await,

@@ -3,7 +3,7 @@
 //! The database server is `DATABASE_URL` when set; otherwise one embedded cluster shared by all
 //! tests under `target/tmp/pg` (started once, left running for the next run; `.ci/run` stops it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,11 @@ use tenantry::app::{AppState, Application};
 use tenantry::config::Config;
 use tenantry::db::build_pool;
 use tenantry::db::embedded::{Durability, EmbeddedPostgres};
+use tenantry::db::migrate::migrate_control;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+pub use crate::bench_support::settings::{TEST_JWT_SECRET, test_config, test_env};
 
 /// A connection string (URL or key=value) for database `dbname` on the test server.
 fn server_url(dbname: &str) -> String {
@@ -65,18 +68,93 @@ async fn admin(sql: &str) {
     let _ = driver.await;
 }
 
-/// A fresh, empty database, dropped with the guard.
+/// A fresh database, dropped with the guard.
 pub struct TestDb {
     pub name: String,
     pub url: String,
 }
 
 impl TestDb {
+    /// An empty database.
     pub async fn create() -> Self {
         let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
         admin(&format!("create database {name}")).await;
         Self { url: server_url(&name), name }
     }
+
+    /// A database whose control schema is migrated, as a server leaves it on its first start:
+    /// a copy of a template migrated once (see `migrated_template`).
+    pub async fn migrated() -> Self {
+        let template = migrated_template().await;
+        let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
+        admin(&format!("create database {name} template {template}")).await;
+        Self { url: server_url(&name), name }
+    }
+}
+
+/// Advisory lock key under which one test process builds the template ("tmpl" in ASCII).
+const TEMPLATE_LOCK: i64 = 0x746d_706c;
+
+/// The database `TestDb::migrated` copies: the control migrations applied by `migrate_control`.
+/// Its name carries a hash of `migrations/control`, so a changed or added migration makes a new
+/// template. Built once per server: test processes running at once (nextest) take an advisory
+/// lock, and the first builds it under a temporary name and renames it when complete.
+async fn migrated_template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("tenantry_template_{}", control_migrations_hash());
+            let (client, connection) =
+                tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
+                    .await
+                    .expect("connecting to the test PostgreSQL server");
+            let driver = tokio::spawn(connection);
+            client.execute("select pg_advisory_lock($1)", &[&TEMPLATE_LOCK]).await.unwrap();
+            let exists = "select 1 from pg_database where datname = $1";
+            if client.query_opt(exists, &[&name]).await.unwrap().is_none() {
+                build_template(&client, &name).await;
+            }
+            client.execute("select pg_advisory_unlock($1)", &[&TEMPLATE_LOCK]).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+            name
+        })
+        .await
+}
+
+/// Migrates `<name>_building` and renames it to `name`, refusing connections from then on
+/// (a database with a session on it cannot be copied).
+async fn build_template(client: &tokio_postgres::Client, name: &str) {
+    let building = format!("{name}_building");
+    client.batch_execute(&format!("drop database if exists {building} with (force)")).await.unwrap();
+    client.batch_execute(&format!("create database {building}")).await.unwrap();
+    let pool = build_pool(&server_url(&building), 1).unwrap();
+    migrate_control(&pool).await.expect("migrating the template database");
+    pool.close();
+    drop(pool);
+    client.batch_execute(&format!("alter database {building} allow_connections false")).await.unwrap();
+    // A closed connection's backend may linger a moment; rename once it is gone.
+    let terminate = "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1";
+    eventually(Duration::from_secs(30), || async {
+        client.execute(terminate, &[&building]).await.unwrap();
+        client.batch_execute(&format!("alter database {building} rename to {name}")).await.ok()
+    })
+    .await;
+}
+
+/// The first 16 hex digits of a SHA-256 over `migrations/control` (file names and contents).
+fn control_migrations_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/control");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.file_name().unwrap().as_encoded_bytes());
+        hash.update(std::fs::read(&file).unwrap());
+    }
+    hex::encode(hash.finalize())[..16].to_owned()
 }
 
 /// Drops a test database now, closing its connections.
@@ -128,8 +206,8 @@ pub async fn spawn_app_with_routes(configure: impl FnOnce(&mut Config), routes: 
     if std::env::var_os("TEST_LOG").is_some() {
         tenantry::telemetry::init(tenantry::config::LogFormat::Pretty);
     }
-    let db = TestDb::create().await;
-    let mut config = Config::for_tests(Some(db.url.clone()), scratch_dir());
+    let db = TestDb::migrated().await;
+    let mut config = test_config(Some(&db.url), &scratch_dir());
     configure(&mut config);
     let mail_dir = config.data_dir.join("mail");
     let app = Application::build(config).await.expect("building the application").with_routes(routes);
@@ -240,14 +318,18 @@ impl TestApp {
         body["data"]["signUp"].clone()
     }
 
-    /// Signs up `<name>@example.com`, verifies the address from the mailed link, returns an access token.
+    /// A verified user `<name>@example.com` (name "Tester", password "correct horse"), as
+    /// `signUp` and `verifyEmail` leave one; returns an access token. Seeded: the row is inserted
+    /// with a hash computed once per test process and the token is minted with the server's
+    /// keys, so no argon2 round and no mail. Tests of signing up use `sign_up_unverified`.
     pub async fn sign_up(&self, name: &str) -> String {
-        let payload = self.sign_up_unverified(name).await;
-        let mail = self.last_mail_to(&format!("{name}@example.com")).await;
-        let verify = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
-        let (_, body) = self.graphql(As::default(), verify, json!({ "t": mail["token"] })).await;
-        assert_eq!(body["data"]["verifyEmail"]["emailVerified"], true, "{body}");
-        payload["accessToken"].as_str().unwrap().to_owned()
+        let id = Uuid::new_v4();
+        let email = format!("{name}@example.com").to_lowercase();
+        let insert = "insert into control.users (id, email, name, password_hash, email_verified_at) \
+                      values ($1, $2, 'Tester', $3, now())";
+        let client = self.pool.get().await.unwrap();
+        client.execute(insert, &[&id, &email, &correct_horse_hash()]).await.unwrap();
+        self.state.tokens.issue(id).unwrap()
     }
 
     /// Waits until no mail job is queued or running (mail goes out through the job queue).
@@ -377,73 +459,37 @@ impl TestApp {
     }
 }
 
-/// Throttles as generous as `Config::for_tests` for `tenantry serve` children: the suites sign
-/// up many users from 127.0.0.1, and a busy machine may hash slowly.
-pub const TEST_LIMITS: &[(&str, &str)] = &[
-    ("SIGN_INS_PER_IP_PER_MINUTE", "100000"),
-    ("SIGN_UPS_PER_IP_PER_HOUR", "100000"),
-    ("SIGN_UPS_PER_ADDRESS_PER_HOUR", "1000"),
-    ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),
-    ("RESETS_PER_IP_PER_HOUR", "100000"),
-    ("PASSWORD_HASH_QUEUE", "1000"),
-    ("PASSWORD_HASH_TIMEOUT_MS", "60000"),
-];
-
-/// A `tenantry serve` child process on the same database: another replica.
-pub struct ServerProcess {
-    pub child: std::process::Child,
-    pub address: String,
+/// Whether to skip a test that needs `program`, an optional tool (README, "Running the tests")
+/// found at `path`, or not installed (`None`). Not installed, the test fails at once when tools
+/// are required (`CI` or `TENANTRY_REQUIRE_TOOLS` set, as `.ci/run` does), and is otherwise
+/// skipped: it prints a notice naming the program and how to install it, and returns.
+pub fn skip_without(program: &str, path: Option<&Path>, install: &str) -> bool {
+    if path.is_some() {
+        return false;
+    }
+    let missing = format!("`{program}` is not installed (install it: {install})");
+    assert!(!tools_required(), "{missing}; with CI or TENANTRY_REQUIRE_TOOLS set every test runs");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    // To the stderr handle itself: the harness captures `eprintln!` of a passing test.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
+    true
 }
 
-impl ServerProcess {
-    pub async fn start(db_url: &str) -> Self {
-        Self::start_with(db_url, &[]).await
-    }
-
-    /// Starts `tenantry serve` with extra environment variables.
-    pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = tenantry::config::Config::for_tests(None, scratch_dir());
-        // Configured as the in-process server is, so its tokens are valid here too.
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .env("DATA_DIR", scratch_dir())
-            .env("JWT_SECRET", secrecy::ExposeSecret::expose_secret(&config.jwt_secret.unwrap()))
-            .env("PUBLIC_URL", config.public_url)
-            .env("RUST_LOG", "warn")
-            // Jobs (mail above all) run in the test's own server, whose mail spool and
-            // encryption key the test reads; this replica only serves requests.
-            .env("JOBS_CONCURRENCY", "0")
-            .envs(TEST_LIMITS.iter().copied())
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("starting a second server");
-        let server = Self { child, address: format!("http://127.0.0.1:{port}") };
-        let client = reqwest::Client::new();
-        eventually(Duration::from_secs(30), || async {
-            let res = client.get(format!("{}/readyz", server.address)).send().await.ok()?;
-            res.status().is_success().then_some(())
-        })
-        .await;
-        server
-    }
+/// Whether every optional tool must be installed: `CI` or `TENANTRY_REQUIRE_TOOLS` is set (not
+/// empty, `0` or `false`).
+fn tools_required() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    set("CI") || set("TENANTRY_REQUIRE_TOOLS")
 }
 
-impl ServerProcess {
-    /// POSTs a GraphQL request to this process; returns the HTTP status and the JSON body.
-    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
-        post_graphql(&reqwest::Client::new(), &self.address, who, query, variables).await
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The argon2id hash (the product's parameters) of "correct horse", computed once per process.
+fn correct_horse_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::PasswordHasher;
+        argon2::Argon2::default().hash_password(b"correct horse").unwrap().to_string()
+    })
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`; returns the value and the time it took.

@@ -166,14 +166,14 @@ async fn an_expired_reset_link_is_refused() {
 async fn an_expired_access_token_is_unauthenticated() {
     let app = spawn_app().await;
     let user_id = app.user_id(app.sign_up_unverified("ann").await["accessToken"].as_str().unwrap()).await;
-    let secret = tenantry::config::Config::for_tests(None, std::env::temp_dir()).jwt_secret.unwrap();
+    let secret = crate::helpers::TEST_JWT_SECRET;
     let claims = json!({
         "sub": user_id, "iss": "http://app.test", "aud": "tenantry", "iat": 1_000_000_000, "exp": 1_000_000_600
     });
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secrecy::ExposeSecret::expose_secret(&secret).as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap();
     let (_, body) = app.graphql(As::user(&expired), "{ me { id } }", json!({})).await;

@@ -5,7 +5,8 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{As, ServerProcess, TestApp, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{As, TestApp, error_code, spawn_app, spawn_app_with};
+use crate::process::ServerProcess;
 
 const SIGN_UP: &str = "mutation($e: String!) { signUp(email: $e, password: \"correct horse\", name: \"Ann\") { accessToken refreshToken user { id email name emailVerified } } }";
 
@@ -250,7 +251,7 @@ async fn a_sign_in_flood_from_one_client_is_refused_while_another_client_signs_i
 async fn sign_in_attempts_are_counted_across_replicas() {
     let app = spawn_app_with(|c| c.sign_ins_per_address_per_minute = 4).await;
     app.sign_up_unverified("ann").await;
-    let other = ServerProcess::start_with(&app.db.url, &[("SIGN_INS_PER_ADDRESS_PER_MINUTE", "4")]).await;
+    let other = ServerProcess::replica(&app.db.url, &[("SIGN_INS_PER_ADDRESS_PER_MINUTE", "4")]).await;
     let sign_in =
         "mutation { signIn(email: \"ann@example.com\", password: \"wrong password\") { accessToken } }";
     // Windows are fixed minutes (of the database's clock, which is this machine's): start where

@@ -47,7 +47,7 @@ async fn a_killed_workers_mail_job_is_picked_up_after_its_lease() {
     ];
     let mut doomed = crate::process::ServerProcess::start(&app.db.url, &env).await;
     let sign_up = "mutation { signUp(email: \"ann@example.com\", password: \"correct horse\", name: \"Ann\") { user { id } } }";
-    let body = doomed.graphql(None, None, sign_up, json!({})).await;
+    let body = doomed.graphql(As::default(), sign_up, json!({})).await.1;
     assert!(body["data"]["signUp"]["user"]["id"].is_string(), "signUp waits for no mail server: {body}");
     let client = app.pool.get().await.unwrap();
     let job: Uuid = eventually(Duration::from_secs(15), || async {

@@ -10,7 +10,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{ServerProcess, TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app};
+use crate::process::ServerProcess;
 
 const SUBSCRIBE: &str = "subscription { usageUpdated { period metrics { metric value limit } } }";
 
@@ -187,7 +188,7 @@ async fn traffic_on_one_process_reaches_a_subscriber_on_another() {
     let a = spawn_app().await;
     let ann = a.sign_up("ann").await;
     a.create_tenant(&ann, "acme").await;
-    let b = ServerProcess::start_with(&a.db.url, &[("USAGE_FLUSH_MS", "100")]).await;
+    let b = ServerProcess::replica(&a.db.url, &[("USAGE_FLUSH_MS", "100")]).await;
     let mut ws = Ws::connect(&b.address, "graphql-transport-ws").await;
     ws.subscribe(&ann, "acme").await;
     requests(&a, &a.address, &ann, "acme", 3).await;

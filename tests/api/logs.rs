@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, eventually};
+use crate::helpers::{As, TestDb, eventually};
 use crate::process::ServerProcess;
 
 const SIGN_UP: &str = "mutation($e: String!, $p: String!) { signUp(email: $e, password: $p, name: \"Ann\") { accessToken refreshToken user { id } } }";
@@ -13,24 +13,24 @@ const SIGN_IN: &str =
 
 #[tokio::test]
 async fn the_log_of_sign_up_sign_in_reset_and_key_creation_holds_no_secret() {
-    let db = TestDb::create().await;
+    let db = TestDb::migrated().await;
     // Debug level everywhere: even a verbose log must not carry a secret.
     let mut server = ServerProcess::start(&db.url, &[("RUST_LOG", "debug")]).await;
     let email = "ann.secretive@example.com";
     let password = "correct horse battery";
     let new_password = "staple gun vortex";
 
-    let signed_up = server.graphql(None, None, SIGN_UP, json!({ "e": email, "p": password })).await;
+    let signed_up = server.graphql(As::default(), SIGN_UP, json!({ "e": email, "p": password })).await.1;
     let access = signed_up["data"]["signUp"]["accessToken"].as_str().expect("signed up").to_owned();
     let refresh = signed_up["data"]["signUp"]["refreshToken"].as_str().unwrap().to_owned();
     let verify_token = server.mailed_token(email, "Confirm your email address").await;
     let verify = "mutation($t: String!) { verifyEmail(token: $t) { emailVerified } }";
-    server.graphql(None, None, verify, json!({ "t": verify_token })).await;
+    server.graphql(As::default(), verify, json!({ "t": verify_token })).await;
 
-    let signed_in = server.graphql(None, None, SIGN_IN, json!({ "e": email, "p": password })).await;
+    let signed_in = server.graphql(As::default(), SIGN_IN, json!({ "e": email, "p": password })).await.1;
     let access2 = signed_in["data"]["signIn"]["accessToken"].as_str().expect("signed in").to_owned();
     let create = "mutation { createTenant(name: \"Acme\", subdomain: \"acme\") { id } }";
-    let tenant = server.graphql(Some(&access2), None, create, json!({})).await;
+    let tenant = server.graphql(As::user(&access2), create, json!({})).await.1;
     let tenant_id = tenant["data"]["createTenant"]["id"].as_str().expect("tenant created").to_owned();
     // API keys need a paid plan; the operator command notifies the server.
     let set_plan = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
@@ -42,20 +42,20 @@ async fn the_log_of_sign_up_sign_in_reset_and_key_creation_holds_no_secret() {
     assert!(set_plan.status.success(), "{}", String::from_utf8_lossy(&set_plan.stderr));
     let create_key = "mutation { createApiKey(name: \"ci\", role: MEMBER) { key } }";
     let (api_key, _) = eventually(Duration::from_secs(10), || async {
-        let key = server.graphql(Some(&access2), Some("acme"), create_key, json!({})).await;
+        let key = server.graphql(As::member(&access2, "acme"), create_key, json!({})).await.1;
         key["data"]["createApiKey"]["key"].as_str().map(str::to_owned)
     })
     .await;
-    let projects = server.graphql(Some(&api_key), None, "{ projects { id } }", json!({})).await;
+    let projects = server.graphql(As::user(&api_key), "{ projects { id } }", json!({})).await.1;
     assert!(projects["data"]["projects"].is_array(), "{projects}");
 
     let request = "mutation($e: String!) { requestPasswordReset(email: $e) }";
-    server.graphql(None, None, request, json!({ "e": email })).await;
+    server.graphql(As::default(), request, json!({ "e": email })).await;
     let reset_token = server.mailed_token(email, "Reset your password").await;
     let reset = "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }";
-    let done = server.graphql(None, None, reset, json!({ "t": reset_token, "p": new_password })).await;
+    let done = server.graphql(As::default(), reset, json!({ "t": reset_token, "p": new_password })).await.1;
     assert_eq!(done["data"]["resetPassword"], true, "{done}");
-    let wrong = server.graphql(None, None, SIGN_IN, json!({ "e": email, "p": password })).await;
+    let wrong = server.graphql(As::default(), SIGN_IN, json!({ "e": email, "p": password })).await.1;
     assert!(wrong["errors"].is_array(), "the old password no longer works: {wrong}");
 
     server.terminate();
@@ -93,13 +93,13 @@ async fn the_log_of_sign_up_sign_in_reset_and_key_creation_holds_no_secret() {
 
 #[tokio::test]
 async fn even_at_trace_level_the_log_holds_no_sql_parameters() {
-    let db = TestDb::create().await;
+    let db = TestDb::migrated().await;
     // The most verbose setting there is, naming tokio_postgres's own modules too.
     let rust_log = "trace,tokio_postgres=trace,tokio_postgres::query=trace,postgres=trace";
     let mut server = ServerProcess::start(&db.url, &[("RUST_LOG", rust_log)]).await;
     let email = "zed.parameter@example.com";
     let signed_up =
-        server.graphql(None, None, SIGN_UP, json!({ "e": email, "p": "correct horse battery" })).await;
+        server.graphql(As::default(), SIGN_UP, json!({ "e": email, "p": "correct horse battery" })).await.1;
     assert!(signed_up["data"]["signUp"]["accessToken"].is_string(), "{signed_up}");
     server.terminate();
     assert!(server.wait().await);

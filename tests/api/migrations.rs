@@ -12,7 +12,7 @@ use crate::helpers::TestDb;
 const ADD_ARCHIVED: &str = "alter table projects add column archived boolean not null default false";
 
 pub async fn control_db() -> (TestDb, Pool) {
-    let db = TestDb::create().await;
+    let db = TestDb::migrated().await;
     let pool = build_pool(&db.url, 8).unwrap();
     migrate_control(&pool).await.unwrap();
     (db, pool)

@@ -14,7 +14,7 @@ use tenantry::db::embedded::{Durability, EmbeddedPostgres};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::helpers::{error_code, eventually, scratch_dir};
+use crate::helpers::{error_code, eventually, scratch_dir, test_config};
 
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -103,7 +103,7 @@ fn kill_postmaster(pgdata: &Path) {
 #[tokio::test]
 async fn a_killed_embedded_postgres_answers_503_then_is_restarted() {
     let data_dir = scratch_dir();
-    let server = Server::start(Config::for_tests(None, data_dir.clone())).await;
+    let server = Server::start(test_config(None, &data_dir)).await;
     assert_eq!(server.sign_up().await.0, StatusCode::OK);
 
     let pgdata = data_dir.join("postgres");
@@ -128,7 +128,7 @@ async fn an_external_database_stopped_and_started_again_is_used_again() {
         move || EmbeddedPostgres::start(&pg_dir, Durability::Throwaway).expect("test-owned PostgreSQL")
     };
     let mut pg = tokio::task::spawn_blocking(start.clone()).await.unwrap();
-    let config = Config::for_tests(Some(pg.connection_string("postgres")), scratch_dir());
+    let config = test_config(Some(&pg.connection_string("postgres")), &scratch_dir());
     let server = Server::start(config).await;
     assert_eq!(server.sign_up().await.0, StatusCode::OK);
 
@@ -158,7 +158,7 @@ async fn start_up_as_root_names_a_data_dir_the_postgres_user_cannot_reach() {
     let private = scratch_dir().join("private");
     std::fs::create_dir_all(&private).unwrap();
     set_mode(&private, 0o700);
-    let config = Config::for_tests(None, private.join("data"));
+    let config = test_config(None, &private.join("data"));
     let err = match Application::build(config).await {
         Ok(_) => panic!("start-up must fail"),
         Err(err) => format!("{err:#}"),

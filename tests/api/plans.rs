@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use tenantry::plans::{self, PlanCatalog};
 use tenantry::tenancy;
 
-use crate::helpers::{As, ServerProcess, error_code, eventually, scratch_dir, spawn_app};
+use crate::helpers::{As, error_code, eventually, scratch_dir, spawn_app};
+use crate::process::ServerProcess;
 
 const SET_DOMAIN: &str =
     "mutation($d: String) { updateTenant(domain: $d) { domain customDomain { domain status } } }";
@@ -90,7 +91,7 @@ async fn a_plan_change_made_through_one_process_reaches_another_processs_guards(
     let a = spawn_app().await;
     let ann = a.sign_up("ann").await;
     a.create_tenant(&ann, "acme").await;
-    let b = ServerProcess::start(&a.db.url).await;
+    let b = ServerProcess::replica(&a.db.url, &[]).await;
     let ask_b = || async {
         let res = a
             .client

@@ -1,12 +1,14 @@
-//! The real `tenantry` binary as a child process, its stderr (the log) kept in a file.
+//! `tenantry serve` as a child process, configured as the in-process test server is (so tokens
+//! are valid at both), its stderr (the log, JSON lines) kept in a file.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::helpers::{eventually, scratch_dir};
+use crate::helpers::{As, eventually, post_graphql, scratch_dir, test_env};
 
 pub struct ServerProcess {
     pub child: Child,
@@ -17,39 +19,55 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `tenantry serve` on `db_url` on a free port; `env` adds or overrides variables.
+    /// Starts `tenantry serve` on `db_url` on a free port, with the test settings, its own data
+    /// dir and mail spool, logging at `info`; `env` adds or overrides variables (a `RUST_LOG`
+    /// must keep `info` for `tenantry::app`: the port is read from its "serving" line).
     pub async fn start(db_url: &str, env: &[(&str, &str)]) -> Self {
         let dir = scratch_dir();
         let log = dir.join("stderr.log");
         let mail_dir = dir.join("mail");
-        let secret = tenantry::config::Config::for_tests(None, dir.clone()).jwt_secret.unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
-        command
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("BIND", "127.0.0.1:0")
-            .env("DATA_DIR", &dir)
-            .env("JWT_SECRET", secrecy::ExposeSecret::expose_secret(&secret))
-            .env("MAILER", format!("file:{}", mail_dir.display()))
-            .env("LOG_FORMAT", "json")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(test_env(Some(db_url), &dir))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        command.envs(crate::helpers::TEST_LIMITS.iter().copied());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("starting the tenantry binary");
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting the tenantry binary");
         let mut server =
             Self { child, address: String::new(), log, mail_dir, client: reqwest::Client::new() };
-        // The port is the one the server says it bound.
-        let (address, _) = eventually(Duration::from_secs(60), || {
-            let lines = server.log_lines();
-            async move { lines.iter().find(|l| l["message"] == "serving").map(|l| l["address"].clone()) }
-        })
-        .await;
-        server.address = format!("http://{}", address.as_str().unwrap());
+        let started = Instant::now();
+        server.address = loop {
+            if let Some(line) = server.log_lines().into_iter().find(|l| l["message"] == "serving") {
+                break format!("http://{}", line["address"].as_str().unwrap());
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("tenantry serve exited ({status}) before serving:\n{}", server.log_text());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "tenantry serve did not serve within 60 s:\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         server
+    }
+
+    /// Another replica of a test's in-process server on `db_url`: it serves requests and runs no
+    /// jobs (mail above all), which the test's own server runs with the spool and key it reads.
+    pub async fn replica(db_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut with_env = vec![("JOBS_CONCURRENCY", "0")];
+        with_env.extend_from_slice(env);
+        Self::start(db_url, &with_env).await
+    }
+
+    /// POSTs a GraphQL request to this process; returns the HTTP status and the JSON body.
+    pub async fn graphql(&self, who: As<'_>, query: &str, variables: Value) -> (StatusCode, Value) {
+        post_graphql(&self.client, &self.address, who, query, variables).await
     }
 
     /// Everything logged so far that parses as a JSON line.
@@ -59,26 +77,6 @@ impl ServerProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub async fn graphql(
-        &self,
-        token: Option<&str>,
-        tenant: Option<&str>,
-        query: &str,
-        vars: Value,
-    ) -> Value {
-        let mut req = self
-            .client
-            .post(format!("{}/graphql", self.address))
-            .json(&json!({ "query": query, "variables": vars }));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(tenant) = tenant {
-            req = req.header("x-tenant", tenant);
-        }
-        req.send().await.expect("request sent").json().await.expect("a JSON body")
     }
 
     /// The `token` of the latest mail to `to` with `subject`, waiting for it.

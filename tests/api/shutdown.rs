@@ -19,7 +19,7 @@ async fn in_flight(server: &ServerProcess, client: &reqwest::Client) -> Option<f
 
 #[tokio::test]
 async fn sigterm_under_load_answers_every_accepted_request_then_exits() {
-    let db = TestDb::create().await;
+    let db = TestDb::migrated().await;
     let mut server = ServerProcess::start(&db.url, &[]).await;
     // A fresh connection per request: no idle keep-alive connection can be closed under a request.
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();

@@ -5,11 +5,11 @@ use serde_json::json;
 use crate::helpers::{As, error_code, spawn_app, spawn_app_with};
 
 fn sign(claims: &serde_json::Value) -> String {
-    let secret = tenantry::config::Config::for_tests(None, std::env::temp_dir()).jwt_secret.unwrap();
+    let secret = crate::helpers::TEST_JWT_SECRET;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,
-        &jsonwebtoken::EncodingKey::from_secret(secrecy::ExposeSecret::expose_secret(&secret).as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    As, ServerProcess, TestApp, error_code, eventually, scratch_dir, spawn_app, spawn_app_with,
-};
+use crate::helpers::{As, TestApp, error_code, eventually, scratch_dir, spawn_app, spawn_app_with};
+use crate::process::ServerProcess;
 
 const REPORT: &str = "query($p: UsagePeriod!) { usage(period: $p) {
     period plan { id } exceeded metrics { metric value limit exceeded } } }";
@@ -247,7 +246,7 @@ async fn after_sigterm_during_load_the_counted_total_equals_the_requests_that_go
     app.create_tenant(&ann, "acme").await;
     app.set_plan("acme", "enterprise").await;
     // A long flush interval: only the shutdown flush can write the counts.
-    let server = ServerProcess::start_with(&app.db.url, &[("USAGE_FLUSH_MS", "600000")]).await;
+    let server = ServerProcess::replica(&app.db.url, &[("USAGE_FLUSH_MS", "600000")]).await;
     let answered = AtomicI64::new(0);
     // Sixteen clients send until the server stops answering (connection refused or closed).
     let worker = || async {
