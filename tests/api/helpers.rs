@@ -58,7 +58,8 @@ fn with_dbname(url: &str, dbname: &str) -> String {
     }
 }
 
-async fn admin(sql: &str) {
+/// Runs `sql` on the test server's `postgres` database, as its superuser.
+pub async fn admin(sql: &str) {
     let (client, connection) = tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
         .await
         .expect("connecting to the test PostgreSQL server");

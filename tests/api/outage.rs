@@ -166,3 +166,45 @@ async fn start_up_as_root_names_a_data_dir_the_postgres_user_cannot_reach() {
     assert!(err.contains("`postgres` OS user") && err.contains(&private.display().to_string()), "{err}");
     assert!(err.contains("chmod o+x"), "{err}");
 }
+
+#[tokio::test]
+async fn errors_during_an_outage_capture_no_backtrace_even_with_rust_backtrace_set() {
+    let db = crate::helpers::TestDb::migrated().await;
+    // Hosts and containers often run with this set; panics keep their backtraces, errors must not
+    // pay for one (and, once printed, megabytes of symbol tables stay resident).
+    let server = crate::process::ServerProcess::start(
+        &db.url,
+        &[("RUST_BACKTRACE", "1"), ("USAGE_FLUSH_MS", "50"), ("JOBS_POLL_MS", "50")],
+    )
+    .await;
+    let who = crate::helpers::As::default();
+    let sign_up = "mutation { signUp(email: \"a@example.com\", password: \"correct horse\", name: \"A\") { accessToken } }";
+    // The database goes away under the running server: connections refused, open ones ended.
+    crate::helpers::admin(&format!(
+        "alter database {0} with allow_connections false; \
+         select pg_terminate_backend(pid) from pg_stat_activity where datname = '{0}'",
+        db.name
+    ))
+    .await;
+    for _ in 0..5 {
+        let (status, body) = server.graphql(who.clone(), sign_up, json!({})).await;
+        assert!(status.is_server_error() || body["errors"].is_array(), "{status}: {body}");
+    }
+    // Background work (job polling, usage flushes) meets the outage too, and logs it.
+    let (errors, _) = crate::helpers::eventually(Duration::from_secs(30), || {
+        let lines = server.log_lines();
+        async move {
+            let errors: Vec<Value> =
+                lines.into_iter().filter(|l| l["level"] == "WARN" || l["level"] == "ERROR").collect();
+            (errors.len() >= 3).then_some(errors)
+        }
+    })
+    .await;
+    let text = server.log_text();
+    assert!(
+        !text.contains("Stack backtrace") && !text.contains("stack backtrace") && !text.contains("/rustc/"),
+        "an error captured a backtrace ({} warnings/errors):\n{text}",
+        errors.len()
+    );
+    crate::helpers::admin(&format!("alter database {} with allow_connections true", db.name)).await;
+}
