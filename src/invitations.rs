@@ -10,7 +10,8 @@ use crate::audit;
 use crate::auth::email::EmailAddress;
 use crate::auth::secret::{hash_secret, new_secret};
 use crate::db::TenantTx;
-use crate::db::notify::{MEMBER_CHANGED, publish_in};
+use crate::db::notify::{MEMBER_CHANGED, publish};
+use crate::db::rows::Columns;
 use crate::error::AppError;
 use crate::members::{Acting, Role, repo as members_repo};
 use crate::plans::{Resource, TenantAccess};
@@ -32,16 +33,17 @@ pub struct Invitation {
 
 impl Invitation {
     fn from_row(row: &Row) -> Result<Self, AppError> {
+        let c = Columns::of(row, "Invitation::from_row");
         Ok(Self {
-            id: row.get("id"),
-            tenant_id: row.get("tenant_id"),
-            email: row.get("email"),
-            role: Role::from_db(row.get("role"))?,
-            invited_by: row.get("invited_by"),
-            created_at: row.get("created_at"),
-            expires_at: row.get("expires_at"),
-            accepted_at: row.get("accepted_at"),
-            revoked_at: row.get("revoked_at"),
+            id: c.try_get("id")?,
+            tenant_id: c.try_get("tenant_id")?,
+            email: c.try_get("email")?,
+            role: Role::from_db(c.try_get("role")?)?,
+            invited_by: c.try_get("invited_by")?,
+            created_at: c.try_get("created_at")?,
+            expires_at: c.try_get("expires_at")?,
+            accepted_at: c.try_get("accepted_at")?,
+            revoked_at: c.try_get("revoked_at")?,
         })
     }
 }
@@ -94,7 +96,7 @@ pub async fn invite(
         }
         None => {}
     }
-    let taken = members_repo::seats_taken(tx, tenant_id).await?;
+    let taken = members_repo::seats_taken(&mut *tx, tenant_id).await?;
     access.check_room(Resource::Members, taken, 1)?;
     let token = new_secret();
     let row = tx
@@ -269,5 +271,5 @@ pub async fn accept(tx: &mut TenantTx, invitation: &Invitation, user_id: Uuid) -
     let actor = audit::Actor::User(user_id);
     let details = serde_json::json!({ "invitation": invitation.id, "role": invitation.role.as_db() });
     audit::record(tx, actor, "member.added", "user", &user_id.to_string(), details).await?;
-    publish_in(tx, MEMBER_CHANGED, &format!("{}:{user_id}", invitation.tenant_id)).await
+    publish(&mut *tx, MEMBER_CHANGED, &format!("{}:{user_id}", invitation.tenant_id)).await
 }

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::db::TenantTx;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 use crate::members::Role;
 
@@ -23,15 +24,16 @@ pub struct ApiKey {
 
 impl ApiKey {
     fn from_row(row: &Row) -> Result<Self, AppError> {
+        let c = Columns::of(row, "ApiKey::from_row");
         Ok(Self {
-            id: row.get("id"),
-            name: row.get("name"),
-            role: Role::from_db(row.get("role"))?,
-            prefix: row.get("prefix"),
-            created_by: row.get("created_by"),
-            created_at: row.get("created_at"),
-            last_used_at: row.get("last_used_at"),
-            revoked_at: row.get("revoked_at"),
+            id: c.try_get("id")?,
+            name: c.try_get("name")?,
+            role: Role::from_db(c.try_get("role")?)?,
+            prefix: c.try_get("prefix")?,
+            created_by: c.try_get("created_by")?,
+            created_at: c.try_get("created_at")?,
+            last_used_at: c.try_get("last_used_at")?,
+            revoked_at: c.try_get("revoked_at")?,
         })
     }
 }
@@ -106,19 +108,20 @@ pub async fn revoke_created_by(
 pub async fn find_by_prefix(db: &impl GenericClient, prefix: &str) -> Result<Option<StoredKey>, AppError> {
     let row = db
         .query_opt(
-            "select id, tenant_id, role, secret_hash, revoked_at is not null, created_by from control.api_keys
+            "select id, tenant_id, role, secret_hash, revoked_at is not null as revoked, created_by from control.api_keys
              where prefix = $1",
             &[&prefix],
         )
         .await?;
     row.map(|r| {
+        let c = Columns::of(&r, "api_keys::repo::find_by_prefix");
         Ok(StoredKey {
-            id: r.get(0),
-            tenant_id: r.get(1),
-            role: Role::from_db(r.get(2))?,
-            secret_hash: r.get(3),
-            revoked: r.get(4),
-            created_by: r.get(5),
+            id: c.try_get("id")?,
+            tenant_id: c.try_get("tenant_id")?,
+            role: Role::from_db(c.try_get("role")?)?,
+            secret_hash: c.try_get("secret_hash")?,
+            revoked: c.try_get("revoked")?,
+            created_by: c.try_get("created_by")?,
         })
     })
     .transpose()

@@ -5,6 +5,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::TenantTx;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// Who acted.
@@ -74,17 +75,19 @@ pub async fn page(tx: &mut TenantTx, first: i64, before: Option<i64>) -> Result<
             &[&first, &before],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Entry {
-            id: r.get("id"),
-            actor_id: r.get("actor_id"),
-            actor_kind: r.get("actor_kind"),
-            action: r.get("action"),
-            target_type: r.get("target_type"),
-            target_id: r.get("target_id"),
-            details: r.get("details"),
-            created_at: r.get("created_at"),
+    rows.iter()
+        .map(|r| {
+            let c = Columns::of(r, "audit::page");
+            Ok(Entry {
+                id: c.try_get("id")?,
+                actor_id: c.try_get("actor_id")?,
+                actor_kind: c.try_get("actor_kind")?,
+                action: c.try_get("action")?,
+                target_type: c.try_get("target_type")?,
+                target_id: c.try_get("target_id")?,
+                details: c.try_get("details")?,
+                created_at: c.try_get("created_at")?,
+            })
         })
-        .collect())
+        .collect()
 }

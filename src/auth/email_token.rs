@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::secret::{hash_secret, new_secret};
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,13 +77,14 @@ pub async fn consume(db: &impl GenericClient, token: &str, purpose: Purpose) -> 
         )
         .await?
         .ok_or(TokenError::Unknown)?;
-    if row.get::<_, Option<chrono::DateTime<Utc>>>(3).is_some() {
+    let c = Columns::of(&row, "auth::email_token::consume");
+    if c.try_get::<Option<chrono::DateTime<Utc>>>("used_at")?.is_some() {
         return Err(TokenError::Used.into());
     }
-    if row.get::<_, chrono::DateTime<Utc>>(2) <= Utc::now() {
+    if c.try_get::<chrono::DateTime<Utc>>("expires_at")? <= Utc::now() {
         return Err(TokenError::Expired.into());
     }
-    let id: Uuid = row.get(0);
+    let id: Uuid = c.try_get("id")?;
     db.execute("update control.email_tokens set used_at = now() where id = $1", &[&id]).await?;
-    Ok(row.get(1))
+    Ok(c.try_get("user_id")?)
 }

@@ -72,7 +72,7 @@ pub async fn sign_up(
     let Some(user) = repo::insert(&tx, &email, name, &hash).await? else {
         if let Some((owner, _)) = repo::find_credentials(&tx, &email).await? {
             tracing::info!(user.id = %owner.id, "sign-up attempted for an existing account");
-            outbox::enqueue(&tx, state.keys, &taken_mail(state, &owner)).await?;
+            outbox::enqueue(&tx, state.keys, None, &taken_mail(state, &owner)).await?;
         }
         tx.commit().await?;
         let tokens =
@@ -82,7 +82,7 @@ pub async fn sign_up(
     let tokens = session::start(&tx, state.tokens, user.id).await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
     // Sent by a job that exists only if the account does; signing up never waits for SMTP.
-    outbox::enqueue(&tx, state.keys, &verification_mail(state, &user, token)).await?;
+    outbox::enqueue(&tx, state.keys, None, &verification_mail(state, &user, token)).await?;
     tx.commit().await?;
     tracing::info!(user.id = %user.id, "user signed up");
     Ok((user, tokens))
@@ -172,7 +172,7 @@ pub async fn resend_verification(state: Handles<'_>, user_id: Uuid) -> Result<()
     state.throttles.hit(&client, &[(Bucket::MailAddress, user.email.as_str())]).await?;
     let tx = client.transaction().await?;
     let token = email_token::issue(&tx, user.id, Purpose::VerifyEmail).await?;
-    outbox::enqueue(&tx, state.keys, &verification_mail(state, &user, token)).await?;
+    outbox::enqueue(&tx, state.keys, None, &verification_mail(state, &user, token)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -199,7 +199,7 @@ pub async fn request_password_reset(
             let link = format!("{public_url}/reset-password?token={token}");
             let text = format!("Hello {},\n\nset a new password within 30 minutes:\n{link}\n\nIf you did not ask for this, ignore this mail.\n", user.name);
             let message = Message { to: user.email, subject: "Reset your password".into(), text, link, token };
-            outbox::enqueue(&tx, &keys, &message).await?;
+            outbox::enqueue(&tx, &keys, None, &message).await?;
             tx.commit().await?;
             Ok::<_, AppError>(())
         }

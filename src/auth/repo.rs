@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::email::EmailAddress;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 #[derive(Debug, Clone)]
@@ -18,14 +19,15 @@ pub struct User {
 }
 
 impl User {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            email: row.get("email"),
-            name: row.get("name"),
-            email_verified: row.get::<_, Option<DateTime<Utc>>>("email_verified_at").is_some(),
-            created_at: row.get("created_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        let c = Columns::of(row, "User::from_row");
+        Ok(Self {
+            id: c.try_get("id")?,
+            email: c.try_get("email")?,
+            name: c.try_get("name")?,
+            email_verified: c.try_get::<Option<DateTime<Utc>>>("email_verified_at")?.is_some(),
+            created_at: c.try_get("created_at")?,
+        })
     }
 }
 
@@ -44,7 +46,7 @@ pub async fn insert(
             &[&Uuid::new_v4(), &email.as_str(), &name, &password_hash],
         )
         .await?;
-    Ok(row.as_ref().map(User::from_row))
+    row.as_ref().map(User::from_row).transpose()
 }
 
 /// What `signUp` shows for an address that already has an account: a user nobody stored.
@@ -64,7 +66,11 @@ pub async fn find_credentials(
     email: &EmailAddress,
 ) -> Result<Option<(User, String)>, AppError> {
     let row = db.query_opt("select id, email, name, email_verified_at, created_at, password_hash from control.users where email = $1", &[&email.as_str()]).await?;
-    Ok(row.map(|row| (User::from_row(&row), row.get("password_hash"))))
+    let credentials = |row: &Row| -> Result<(User, String), AppError> {
+        let password_hash = Columns::of(row, "auth::repo::find_credentials").try_get("password_hash")?;
+        Ok((User::from_row(row)?, password_hash))
+    };
+    row.as_ref().map(credentials).transpose()
 }
 
 /// The user behind a valid token; an account deleted since then is `UNAUTHENTICATED`.
@@ -80,7 +86,7 @@ pub async fn find(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, App
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(User::from_row))
+    row.as_ref().map(User::from_row).transpose()
 }
 
 pub async fn mark_verified(db: &impl GenericClient, id: Uuid) -> Result<(), AppError> {

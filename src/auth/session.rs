@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::secret::{hash_secret, new_secret};
 use super::token::TokenKeys;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// How long a refresh token stays usable (each rotation starts a new period).
@@ -74,9 +75,11 @@ pub async fn refresh(pool: &Pool, keys: &TokenKeys, refresh_token: &str) -> Resu
         )
         .await?
         .ok_or(RefreshError::Unknown)?;
-    let (id, family, user_id): (Uuid, Uuid, Uuid) = (row.get(0), row.get(1), row.get(2));
-    let rotated = row.get::<_, Option<chrono::DateTime<Utc>>>(4).is_some();
-    let revoked = row.get::<_, Option<chrono::DateTime<Utc>>>(5).is_some();
+    let c = Columns::of(&row, "auth::session::refresh");
+    let (id, family, user_id): (Uuid, Uuid, Uuid) =
+        (c.try_get("id")?, c.try_get("family_id")?, c.try_get("user_id")?);
+    let rotated = c.try_get::<Option<chrono::DateTime<Utc>>>("rotated_at")?.is_some();
+    let revoked = c.try_get::<Option<chrono::DateTime<Utc>>>("revoked_at")?.is_some();
     if revoked {
         return Err(RefreshError::Revoked.into());
     }
@@ -86,7 +89,7 @@ pub async fn refresh(pool: &Pool, keys: &TokenKeys, refresh_token: &str) -> Resu
         tracing::warn!(user.id = %user_id, "refresh token reused; session family revoked");
         return Err(RefreshError::Reused.into());
     }
-    if row.get::<_, chrono::DateTime<Utc>>(3) <= Utc::now() {
+    if c.try_get::<chrono::DateTime<Utc>>("expires_at")? <= Utc::now() {
         return Err(RefreshError::Expired.into());
     }
     tx.execute("update control.sessions set rotated_at = now() where id = $1", &[&id]).await?;

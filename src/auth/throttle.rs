@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use deadpool_postgres::GenericClient;
 
 use super::secret::hash_secret;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// What is counted, each with its own limit per window.
@@ -81,13 +82,14 @@ impl Throttles {
                      select $1, $2, w.start, w.start + make_interval(secs => $3::float8), 1 from w
                      on conflict (bucket, key_hash, window_start)
                      do update set hits = control.throttle_hits.hits + 1
-                     returning hits, ceil(extract(epoch from expires_at - now()))::bigint",
+                     returning hits, ceil(extract(epoch from expires_at - now()))::bigint as wait_secs",
                     &[&bucket.name(), &hash_secret(key), &bucket.window_secs()],
                 )
                 .await?;
-            let hits: i32 = row.get(0);
+            let c = Columns::of(&row, "auth::throttle::hit");
+            let hits: i32 = c.try_get("hits")?;
             if u32::try_from(hits).unwrap_or(0) > self.of(*bucket) {
-                let wait: i64 = row.get(1);
+                let wait: i64 = c.try_get("wait_secs")?;
                 return Err(AppError::RateLimited {
                     retry_after_secs: u64::try_from(wait).unwrap_or(1).max(1),
                 });

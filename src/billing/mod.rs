@@ -21,6 +21,7 @@ use self::origins::AllowedOrigins;
 use self::provider::CheckoutRequest;
 use self::signature::WebhookSecrets;
 use crate::config::{AppEnv, Config, ExposeSecret};
+use crate::db::rows::Columns;
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog, TenantChange};
 use crate::tenancy::model::TenantStatus;
@@ -180,8 +181,8 @@ async fn customer_for(state: Handles<'_>, tenant_id: Uuid) -> Result<String, App
     if let Some(customer) = repo::customer_of(&tx, tenant_id, true).await? {
         return Ok(customer);
     }
-    let name: String =
-        tx.query_one("select name from control.tenants where id = $1", &[&tenant_id]).await?.get(0);
+    let row = tx.query_one("select name from control.tenants where id = $1", &[&tenant_id]).await?;
+    let name: String = Columns::of(&row, "billing::customer_for").try_get("name")?;
     let customer = provider::create_customer(client, tenant_id, &name).await?;
     repo::set_customer(&tx, tenant_id, &customer).await?;
     tx.commit().await?;

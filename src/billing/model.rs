@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// Stripe's subscription status, or `NONE` before the first subscription.
@@ -83,21 +84,22 @@ impl BillingState {
     }
 
     pub fn from_row(row: &Row) -> Result<Self, AppError> {
-        let raw: &str = row.get("status");
+        let c = Columns::of(row, "BillingState::from_row");
+        let raw: &str = c.try_get("status")?;
         // Fail closed: a status written by a newer version is an error, not a guess.
         let status =
             ALL.iter().find(|(_, name)| *name == raw).map(|(status, _)| *status).ok_or_else(|| {
                 AppError::internal(anyhow::anyhow!("unknown billing status {raw:?} in control.billing"))
             })?;
         Ok(Self {
-            tenant_id: row.get("tenant_id"),
-            subscription_id: row.get("subscription_id"),
+            tenant_id: c.try_get("tenant_id")?,
+            subscription_id: c.try_get("subscription_id")?,
             status,
-            current_period_end: row.get("current_period_end"),
-            cancel_at_period_end: row.get("cancel_at_period_end"),
-            past_due_since: row.get("past_due_since"),
-            suspended_by_billing: row.get("suspended_by_billing"),
-            last_event_at: row.get("last_event_at"),
+            current_period_end: c.try_get("current_period_end")?,
+            cancel_at_period_end: c.try_get("cancel_at_period_end")?,
+            past_due_since: c.try_get("past_due_since")?,
+            suspended_by_billing: c.try_get("suspended_by_billing")?,
+            last_event_at: c.try_get("last_event_at")?,
         })
     }
 }

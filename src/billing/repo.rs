@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::model::BillingState;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 const STATE_COLUMNS: &str = "tenant_id, subscription_id, status, current_period_end, cancel_at_period_end, \
@@ -83,7 +84,7 @@ pub async fn list_states(db: &impl GenericClient) -> Result<Vec<BillingState>, A
 pub async fn live_tenant(db: &impl GenericClient, id: Uuid) -> Result<Option<Uuid>, AppError> {
     let row =
         db.query_opt("select id from control.tenants where id = $1 and deleted_at is null", &[&id]).await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| Columns::of(&r, "billing::repo::live_tenant").try_get("id")).transpose()?)
 }
 
 /// The live tenant whose Stripe customer this is.
@@ -94,7 +95,7 @@ pub async fn tenant_by_customer(db: &impl GenericClient, customer: &str) -> Resu
             &[&customer],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| Columns::of(&r, "billing::repo::tenant_by_customer").try_get("id")).transpose()?)
 }
 
 /// The tenant's Stripe customer id; with `lock`, the tenant row stays locked until the
@@ -110,7 +111,7 @@ pub async fn customer_of(
         "select stripe_customer_id from control.tenants where id = $1"
     };
     let row = db.query_opt(sql, &[&tenant_id]).await?.ok_or(AppError::NotFound("tenant"))?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "billing::repo::customer_of").try_get("stripe_customer_id")?)
 }
 
 /// Sets the tenant's Stripe customer unless it has one.
@@ -138,5 +139,8 @@ pub async fn mark_overdue(db: &impl GenericClient, cutoff: DateTime<Utc>) -> Res
             &[&cutoff],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Columns::of(r, "billing::repo::mark_overdue").try_get("tenant_id"))
+        .collect::<Result<_, _>>()?)
 }

@@ -7,22 +7,26 @@
 use tokio_postgres::Transaction;
 
 use super::SchemaName;
+use super::rows::Columns;
+use crate::error::AppError;
 
 /// Whether the `citus` extension is installed in this database.
-pub async fn installed(tx: &Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
-    let row = tx.query_one("select exists (select 1 from pg_extension where extname = 'citus')", &[]).await?;
-    Ok(row.get(0))
+pub async fn installed(tx: &Transaction<'_>) -> Result<bool, AppError> {
+    let row = tx
+        .query_one("select exists (select 1 from pg_extension where extname = 'citus') as installed", &[])
+        .await?;
+    Ok(Columns::of(&row, "db::citus::installed").try_get("installed")?)
 }
 
 /// Whether new schemas become distributed schemas in this transaction.
-pub async fn schema_sharding_on(tx: &Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
+pub async fn schema_sharding_on(tx: &Transaction<'_>) -> Result<bool, AppError> {
     let row = tx
         .query_one(
-            "select coalesce(current_setting('citus.enable_schema_based_sharding', true), '') = 'on'",
+            "select coalesce(current_setting('citus.enable_schema_based_sharding', true), '') = 'on' as sharding",
             &[],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "db::citus::schema_sharding_on").try_get("sharding")?)
 }
 
 /// Schemas created in the rest of this transaction stay plain, coordinator-local schemas.

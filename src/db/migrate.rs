@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::SchemaName;
 use super::notify;
+use super::rows::{ColumnError, Columns};
 use super::script::run_script;
 use crate::error::AppError;
 use backon::{ExponentialBuilder, Retryable};
@@ -115,7 +116,7 @@ pub async fn migrate_control(pool: &Pool) -> anyhow::Result<()> {
 /// a distributed one (docs/SCALING.md says why): sharding is off for the whole control-migration
 /// transaction, so the schema and every control table stay local.
 async fn create_control_schema(tx: &Transaction<'_>) -> anyhow::Result<()> {
-    if super::citus::installed(tx).await? {
+    if super::citus::installed(tx).await.map_err(AppError::into_anyhow)? {
         super::citus::keep_schemas_local(tx).await?;
     }
     tx.execute_typed("create schema if not exists control", &[]).await?;
@@ -215,20 +216,28 @@ pub async fn migrate_tenants_locking(
             &[&target, &only],
         )
         .await?;
-    let total: i64 = client
-        .query_one("select count(*) from control.tenants where $1::uuid is null or id = $1", &[&only])
-        .await?
-        .get(0);
+    let total = client
+        .query_one(
+            "select count(*) as total from control.tenants where $1::uuid is null or id = $1",
+            &[&only],
+        )
+        .await?;
+    let total: i64 = Columns::of(&total, "db::migrate::migrate_tenants").try_get("total")?;
+    let pending = pending
+        .iter()
+        .map(|row| {
+            let c = Columns::of(row, "db::migrate::migrate_tenants");
+            Ok((c.try_get("id")?, c.try_get("subdomain")?, c.try_get("schema_name")?))
+        })
+        .collect::<Result<Vec<(Uuid, String, String)>, ColumnError>>()?;
     drop(client);
     on_pending(pending.len());
 
     let mut report = MigrateReport { target_version: target, ..Default::default() };
     report.up_to_date = usize::try_from(total)? - pending.len();
     let results = futures::stream::iter(pending)
-        .map(|row| async move {
-            let id: Uuid = row.get(0);
-            let subdomain: String = row.get(1);
-            let result = migrate_one(pool, id, row.get(2), set, lock).await;
+        .map(|(id, subdomain, schema)| async move {
+            let result = migrate_one(pool, id, schema, set, lock).await;
             (id, subdomain, result)
         })
         .buffer_unordered(jobs.max(1))
@@ -348,20 +357,21 @@ impl AsyncTransaction for InTx<'_> {
 impl AsyncQuery<Vec<Migration>> for InTx<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
         let rows = self.0.query(query, &[]).await.map_err(|err| MigrationError(err.into()))?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let applied_on: String = row.get(2);
-                let checksum: String = row.get(3);
-                Migration::applied(
-                    row.get(0),
-                    row.get(1),
+                let c = Columns::of(row, "refinery's applied migrations");
+                let applied_on: String = c.try_get("applied_on")?;
+                let checksum: String = c.try_get("checksum")?;
+                Ok(Migration::applied(
+                    c.try_get("version")?,
+                    c.try_get("name")?,
                     // Refinery writes both columns itself, in these formats.
                     OffsetDateTime::parse(&applied_on, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH),
                     checksum.parse().unwrap_or_default(),
-                )
+                ))
             })
-            .collect())
+            .collect::<Result<_, ColumnError>>()
+            .map_err(|err| MigrationError(err.into()))
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use deadpool_postgres::Pool;
 
+use super::rows::Columns;
 use crate::error::AppError;
 
 /// The metric name of the count.
@@ -41,11 +42,11 @@ impl MigrationLag {
         let client = pool.get().await?;
         let row = client
             .query_one(
-                "select count(*) from control.tenants where migration_version < $1 and deleted_at is null",
+                "select count(*) as lagging from control.tenants where migration_version < $1 and deleted_at is null",
                 &[&self.target],
             )
             .await?;
-        let count: i64 = row.get(0);
+        let count: i64 = Columns::of(&row, "db::migration_lag::refresh").try_get("lagging")?;
         self.lagging.store(count, Ordering::Relaxed);
         metrics::gauge!(GAUGE).set(count as f64);
         Ok(u64::try_from(count).unwrap_or_default())

@@ -6,14 +6,13 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use deadpool_postgres::GenericClient;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use crate::db::TenantTx;
+use crate::db::Statements;
 use crate::error::AppError;
 
 pub const TENANT_CHANGED: &str = "tenant_changed";
@@ -45,19 +44,13 @@ pub enum BusEvent {
 const NOTIFY: &str = "select pg_notify($1, $2)";
 
 /// Publishes on `channel`; delivered to every listener when the surrounding transaction commits.
-pub async fn publish(db: &impl GenericClient, channel: &str, payload: &str) -> Result<(), AppError> {
+pub async fn publish(mut db: impl Statements, channel: &str, payload: &str) -> Result<(), AppError> {
     db.execute(NOTIFY, &[&channel, &payload]).await?;
     Ok(())
 }
 
-/// `publish` inside a tenant transaction.
-pub async fn publish_in(tx: &mut TenantTx, channel: &str, payload: &str) -> Result<(), AppError> {
-    tx.execute(NOTIFY, &[&channel, &payload]).await?;
-    Ok(())
-}
-
 /// Announces a tenant change (status, plan, expiry, domain, deletion).
-pub async fn tenant_changed(db: &impl GenericClient, tenant_id: Uuid) -> Result<(), AppError> {
+pub async fn tenant_changed(db: impl Statements, tenant_id: Uuid) -> Result<(), AppError> {
     publish(db, TENANT_CHANGED, &tenant_id.to_string()).await
 }
 

@@ -12,13 +12,12 @@ pub mod worker;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 pub use self::context::{Job, JobCtx, JobError, Registry};
 pub use self::worker::{Worker, WorkerHandle, WorkerSettings};
 use crate::crypto::Keyring;
-use crate::db::TenantTx;
+use crate::db::Statements;
 use crate::error::AppError;
 
 /// Attempts a job gets unless it says otherwise.
@@ -133,14 +132,10 @@ impl NewJob {
 
 /// Enqueues `job` in the caller's transaction (or on its own on a plain connection). Returns
 /// false when a queued job with the same unique key already exists.
-pub async fn enqueue(db: &impl GenericClient, job: &NewJob) -> Result<bool, AppError> {
+///
+/// In a tenant transaction (`&mut TenantTx`) the job commits or rolls back with the tenant's data.
+pub async fn enqueue(mut db: impl Statements, job: &NewJob) -> Result<bool, AppError> {
     let rows = db.query(INSERT, &job.insert_params()).await?;
-    Ok(!rows.is_empty())
-}
-
-/// `enqueue` inside a tenant transaction (the job commits or rolls back with the tenant's data).
-pub async fn enqueue_in(tx: &mut TenantTx, job: &NewJob) -> Result<bool, AppError> {
-    let rows = tx.query(INSERT, &job.insert_params()).await?;
     Ok(!rows.is_empty())
 }
 

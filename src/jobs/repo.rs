@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::JobState;
 use super::context::{Job, Schedule};
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// The state a job returns to the queue in: `cancelled` instead when another job with its
@@ -40,25 +41,26 @@ pub async fn claim(
                      order by run_at limit $4 for update skip locked))
           returning j.id, j.kind, j.tenant_id, j.payload, j.sealed, j.attempts, j.max_attempts, j.created_at,
                     (j.tenant_id is null or exists (
-                        select 1 from control.tenants t where t.id = j.tenant_id and t.deleted_at is null))",
+                        select 1 from control.tenants t where t.id = j.tenant_id and t.deleted_at is null)) as tenant_live",
             &[&worker, &secs(lease), &kinds, &limit],
         )
         .await?;
-    Ok(rows.iter().map(job_from_row).collect())
+    rows.iter().map(job_from_row).collect()
 }
 
-fn job_from_row(row: &Row) -> Job {
-    Job {
-        id: row.get(0),
-        kind: row.get(1),
-        tenant_id: row.get(2),
-        payload: row.get(3),
-        sealed: row.get(4),
-        attempt: row.get(5),
-        max_attempts: row.get(6),
-        created_at: row.get(7),
-        tenant_live: row.get(8),
-    }
+fn job_from_row(row: &Row) -> Result<Job, AppError> {
+    let c = Columns::of(row, "jobs::repo::claim");
+    Ok(Job {
+        id: c.try_get("id")?,
+        kind: c.try_get("kind")?,
+        tenant_id: c.try_get("tenant_id")?,
+        payload: c.try_get("payload")?,
+        sealed: c.try_get("sealed")?,
+        attempt: c.try_get("attempts")?,
+        max_attempts: c.try_get("max_attempts")?,
+        created_at: c.try_get("created_at")?,
+        tenant_live: c.try_get("tenant_live")?,
+    })
 }
 
 /// Whether a tenant exists and is not deleted.
@@ -136,7 +138,7 @@ pub async fn fail(
       returning j.state"
     );
     let row = db.query_opt(&sql, &[&id, &attempt, &truncate(error), &permanent, &secs(delay)]).await?;
-    row.map(|r| JobState::from_db(r.get(0))).transpose()
+    row.map(|r| JobState::from_db(Columns::of(&r, "jobs::repo::fail").try_get("state")?)).transpose()
 }
 
 /// Gives a job back unfinished (shutdown): queued again at once, the attempt not counted.
@@ -253,27 +255,29 @@ pub async fn list(
             &[&state.map(JobState::as_db), &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| JobInfo {
-            id: r.get(0),
-            kind: r.get(1),
-            tenant_id: r.get(2),
-            state: r.get(3),
-            attempts: r.get(4),
-            max_attempts: r.get(5),
-            run_at: r.get(6),
-            created_at: r.get(7),
-            finished_at: r.get(8),
-            last_error: r.get(9),
+    rows.iter()
+        .map(|r| {
+            let c = Columns::of(r, "jobs::repo::list");
+            Ok(JobInfo {
+                id: c.try_get("id")?,
+                kind: c.try_get("kind")?,
+                tenant_id: c.try_get("tenant_id")?,
+                state: c.try_get("state")?,
+                attempts: c.try_get("attempts")?,
+                max_attempts: c.try_get("max_attempts")?,
+                run_at: c.try_get("run_at")?,
+                created_at: c.try_get("created_at")?,
+                finished_at: c.try_get("finished_at")?,
+                last_error: c.try_get("last_error")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The state of one job, if it exists.
 pub async fn state_of(db: &impl GenericClient, id: Uuid) -> Result<Option<JobState>, AppError> {
     let row = db.query_opt("select state from control.jobs where id = $1", &[&id]).await?;
-    row.map(|r| JobState::from_db(r.get(0))).transpose()
+    row.map(|r| JobState::from_db(Columns::of(&r, "jobs::repo::state_of").try_get("state")?)).transpose()
 }
 
 /// Requeues a dead or cancelled job with fresh attempts; false if it is in another state.
@@ -316,14 +320,22 @@ pub struct Stats {
 pub async fn stats(db: &impl GenericClient) -> Result<Stats, AppError> {
     let row = db
         .query_one(
-            "select count(*) filter (where state = 'queued'), count(*) filter (where state = 'running'),
-                    count(*) filter (where state = 'dead'),
+            "select count(*) filter (where state = 'queued') as queued,
+                    count(*) filter (where state = 'running') as running,
+                    count(*) filter (where state = 'dead') as dead,
                     coalesce(extract(epoch from now() - min(run_at) filter (where state = 'queued' and run_at <= now())), 0)::float8
+                      as oldest_age_secs
                from control.jobs where state in ('queued', 'running', 'dead')",
             &[],
         )
         .await?;
-    Ok(Stats { queued: row.get(0), running: row.get(1), dead: row.get(2), oldest_age_secs: row.get(3) })
+    let c = Columns::of(&row, "jobs::repo::stats");
+    Ok(Stats {
+        queued: c.try_get("queued")?,
+        running: c.try_get("running")?,
+        dead: c.try_get("dead")?,
+        oldest_age_secs: c.try_get("oldest_age_secs")?,
+    })
 }
 
 /// Error text is stored bounded.

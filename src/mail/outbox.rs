@@ -2,11 +2,9 @@
 //! token) into a `send_mail` job in the caller's transaction, so a mail exists exactly when its
 //! token does, survives a restart, and no request waits for SMTP. `deliver` is the job.
 
-use deadpool_postgres::GenericClient;
-
 use super::{MailError, Mailer, Message};
 use crate::crypto::Keyring;
-use crate::db::TenantTx;
+use crate::db::Statements;
 use crate::error::AppError;
 use crate::jobs::{self, JobCtx, JobError, NewJob};
 
@@ -22,20 +20,19 @@ fn job(keys: &Keyring, message: &Message) -> Result<NewJob, AppError> {
     Ok(NewJob::new(SEND_MAIL).max_attempts(MAX_ATTEMPTS).sealed(keys, &plaintext))
 }
 
-/// Enqueues `message` in the caller's transaction.
-pub async fn enqueue(db: &impl GenericClient, keys: &Keyring, message: &Message) -> Result<(), AppError> {
-    jobs::enqueue(db, &job(keys, message)?).await.map(drop)
-}
-
-/// Enqueues `message` for a tenant in its transaction: if the tenant is deleted before the mail
-/// goes out, it is not sent.
-pub async fn enqueue_in(
-    tx: &mut TenantTx,
+/// Enqueues `message` in the caller's transaction. A mail `for_tenant` (sent in that tenant's
+/// `TenantTx`) is not sent if the tenant is deleted before it goes out.
+pub async fn enqueue(
+    db: impl Statements,
     keys: &Keyring,
-    tenant_id: uuid::Uuid,
+    for_tenant: Option<uuid::Uuid>,
     message: &Message,
 ) -> Result<(), AppError> {
-    jobs::enqueue_in(tx, &job(keys, message)?.for_tenant(tenant_id)).await.map(drop)
+    let mut job = job(keys, message)?;
+    if let Some(tenant_id) = for_tenant {
+        job = job.for_tenant(tenant_id);
+    }
+    jobs::enqueue(db, &job).await.map(drop)
 }
 
 /// The `send_mail` job: opens the sealed message and sends it.

@@ -4,7 +4,8 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::Role;
-use crate::db::TenantTx;
+use crate::db::rows::Columns;
+use crate::db::{Statements, TenantTx};
 use crate::error::AppError;
 
 pub async fn find_role(
@@ -18,7 +19,7 @@ pub async fn find_role(
             &[&tenant_id, &user_id],
         )
         .await?;
-    row.map(|row| Role::from_db(row.get(0))).transpose()
+    row.map(|row| Role::from_db(Columns::of(&row, "members::repo::find_role").try_get("role")?)).transpose()
 }
 
 pub async fn insert(
@@ -50,12 +51,13 @@ const MEMBERS: &str = "select m.user_id, u.email, u.name, m.role, m.created_at f
 
 impl Member {
     fn from_row(r: &tokio_postgres::Row) -> Result<Self, AppError> {
+        let c = Columns::of(r, "Member::from_row");
         Ok(Self {
-            user_id: r.get(0),
-            email: r.get(1),
-            name: r.get(2),
-            role: Role::from_db(r.get(3))?,
-            joined_at: r.get(4),
+            user_id: c.try_get("user_id")?,
+            email: c.try_get("email")?,
+            name: c.try_get("name")?,
+            role: Role::from_db(c.try_get("role")?)?,
+            joined_at: c.try_get("created_at")?,
         })
     }
 }
@@ -80,7 +82,12 @@ pub async fn lock_roles(tx: &mut TenantTx, tenant_id: Uuid) -> Result<Vec<(Uuid,
     let rows = tx
         .query("select user_id, role from control.memberships where tenant_id = $1 for update", &[&tenant_id])
         .await?;
-    rows.iter().map(|r| Ok((r.get(0), Role::from_db(r.get(1))?))).collect()
+    rows.iter()
+        .map(|r| {
+            let c = Columns::of(r, "members::repo::lock_roles");
+            Ok((c.try_get("user_id")?, Role::from_db(c.try_get("role")?)?))
+        })
+        .collect()
 }
 
 pub async fn set_role(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid, role: Role) -> Result<(), AppError> {
@@ -101,15 +108,17 @@ pub async fn delete(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid) -> Result
     Ok(())
 }
 
-/// Active members plus pending, unexpired invitations: the seats the plan limit counts.
-pub async fn seats_taken(tx: &mut TenantTx, tenant_id: Uuid) -> Result<i64, AppError> {
-    let row = tx
+/// Active members plus pending, unexpired invitations: the seats the plan limit counts (and the
+/// usage feature's member gauge).
+pub async fn seats_taken(mut db: impl Statements, tenant_id: Uuid) -> Result<i64, AppError> {
+    let row = db
         .query_one(
             "select (select count(*) from control.memberships where tenant_id = $1)
                   + (select count(*) from control.invitations
-                     where tenant_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())",
+                     where tenant_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())
+                    as seats",
             &[&tenant_id],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "members::repo::seats_taken").try_get("seats")?)
 }

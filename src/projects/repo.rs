@@ -5,6 +5,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::db::TenantTx;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 #[derive(Debug, Clone)]
@@ -18,15 +19,16 @@ pub struct Project {
 }
 
 impl Project {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            name: row.get("name"),
-            description: row.get("description"),
-            created_by: row.get("created_by"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        let c = Columns::of(row, "Project::from_row");
+        Ok(Self {
+            id: c.try_get("id")?,
+            name: c.try_get("name")?,
+            description: c.try_get("description")?,
+            created_by: c.try_get("created_by")?,
+            created_at: c.try_get("created_at")?,
+            updated_at: c.try_get("updated_at")?,
+        })
     }
 }
 
@@ -43,7 +45,7 @@ pub async fn list(tx: &mut TenantTx, first: i64, after: Option<Uuid>) -> DbResul
             &[&first, &after],
         )
         .await?;
-    Ok(rows.iter().map(Project::from_row).collect())
+    rows.iter().map(Project::from_row).collect()
 }
 
 pub async fn find(tx: &mut TenantTx, id: Uuid) -> DbResult<Option<Project>> {
@@ -53,7 +55,7 @@ pub async fn find(tx: &mut TenantTx, id: Uuid) -> DbResult<Option<Project>> {
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(Project::from_row))
+    row.as_ref().map(Project::from_row).transpose()
 }
 
 pub async fn insert(
@@ -69,7 +71,7 @@ pub async fn insert(
             &[&name, &description, &created_by],
         )
         .await?;
-    Ok(Project::from_row(&row))
+    Project::from_row(&row)
 }
 
 /// Updates the given fields; `None` keeps the current value.
@@ -87,7 +89,7 @@ pub async fn update(
             &[&id, &name, &description],
         )
         .await?;
-    Ok(row.as_ref().map(Project::from_row))
+    row.as_ref().map(Project::from_row).transpose()
 }
 
 pub async fn delete(tx: &mut TenantTx, id: Uuid) -> DbResult<bool> {

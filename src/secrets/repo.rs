@@ -2,8 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// A secret as listed: its name and dates, never its value.
@@ -12,6 +14,17 @@ pub struct SecretInfo {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl SecretInfo {
+    fn from_row(row: &Row) -> Result<Self, AppError> {
+        let c = Columns::of(row, "SecretInfo::from_row");
+        Ok(Self {
+            name: c.try_get("name")?,
+            created_at: c.try_get("created_at")?,
+            updated_at: c.try_get("updated_at")?,
+        })
+    }
 }
 
 /// One row to re-encrypt.
@@ -37,7 +50,7 @@ pub async fn upsert(
             &[&tenant_id, &name, &ciphertext, &key_id],
         )
         .await?;
-    Ok(SecretInfo { name: row.get(0), created_at: row.get(1), updated_at: row.get(2) })
+    SecretInfo::from_row(&row)
 }
 
 pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<SecretInfo>, AppError> {
@@ -47,10 +60,7 @@ pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Secret
             &[&tenant_id],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| SecretInfo { name: row.get(0), created_at: row.get(1), updated_at: row.get(2) })
-        .collect())
+    rows.iter().map(SecretInfo::from_row).collect()
 }
 
 pub async fn ciphertext(
@@ -64,7 +74,7 @@ pub async fn ciphertext(
             &[&tenant_id, &name],
         )
         .await?;
-    Ok(row.map(|row| row.get(0)))
+    Ok(row.map(|row| Columns::of(&row, "secrets::repo::ciphertext").try_get("ciphertext")).transpose()?)
 }
 
 pub async fn delete(db: &impl GenericClient, tenant_id: Uuid, name: &str) -> Result<bool, AppError> {
@@ -91,10 +101,16 @@ pub async fn lock_stale(
             &[&current_key, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Sealed { tenant_id: row.get(0), name: row.get(1), ciphertext: row.get(2) })
-        .collect())
+    rows.iter()
+        .map(|row| {
+            let c = Columns::of(row, "secrets::repo::lock_stale");
+            Ok(Sealed {
+                tenant_id: c.try_get("tenant_id")?,
+                name: c.try_get("name")?,
+                ciphertext: c.try_get("ciphertext")?,
+            })
+        })
+        .collect()
 }
 
 /// Replaces a value's ciphertext without touching `updated_at` (the value did not change).
@@ -116,7 +132,7 @@ pub async fn reseal(
 /// How many rows are still under another key than `current_key`.
 pub async fn count_stale(db: &impl GenericClient, current_key: &str) -> Result<i64, AppError> {
     let row = db
-        .query_one("select count(*) from control.tenant_secrets where key_id <> $1", &[&current_key])
+        .query_one("select count(*) as stale from control.tenant_secrets where key_id <> $1", &[&current_key])
         .await?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "secrets::repo::count_stale").try_get("stale")?)
 }

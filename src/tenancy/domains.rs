@@ -9,7 +9,8 @@ use super::domain_proof::DomainProof;
 use super::model::{TENANT_COLUMNS, Tenant};
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
-use crate::db::notify::{TENANT_CHANGED, publish_in};
+use crate::db::notify::{TENANT_CHANGED, publish};
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -43,8 +44,9 @@ pub async fn custom_domain(
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
+    let c = Columns::of(&row, "tenancy::domains::custom_domain");
     let (verified, pending, token): (Option<String>, Option<String>, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
+        (c.try_get("domain")?, c.try_get("pending_domain")?, c.try_get("domain_token")?);
     Ok(match (pending, token, verified) {
         (Some(domain), Some(token), _) => Some(CustomDomain {
             verification_url: Some(DomainProof::url(&domain, &token)),
@@ -77,7 +79,8 @@ pub async fn pending_claim(db: &impl GenericClient, tenant_id: Uuid) -> Result<(
             "no domain awaits verification; claim one with updateTenant(domain:) first",
         ));
     };
-    Ok((row.get(0), row.get(1)))
+    let c = Columns::of(&row, "tenancy::domains::pending_claim");
+    Ok((c.try_get("pending_domain")?, c.try_get("domain_token")?))
 }
 
 /// Makes the proven claim the tenant's routed domain, with its audit entry and a notification
@@ -103,7 +106,7 @@ pub async fn mark_verified(
     let tenant = Tenant::from_row(&row)?;
     let details = serde_json::json!({ "domain": domain });
     audit::record(tx, actor, "tenant.domain_verified", "tenant", &tenant_id.to_string(), details).await?;
-    publish_in(tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
+    publish(&mut *tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
     Ok(tenant)
 }
 

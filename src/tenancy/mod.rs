@@ -19,7 +19,7 @@ use self::resolve::{TenantCache, TenantKey};
 use crate::audit::{self, Actor};
 use crate::db::TenantTx;
 use crate::db::migrate::MigrationSet;
-use crate::db::notify::{TENANT_CHANGED, publish_in};
+use crate::db::notify::{TENANT_CHANGED, publish};
 use crate::error::AppError;
 use crate::members::MemberCache;
 
@@ -124,7 +124,7 @@ pub async fn update(
     let claimed = domain.as_ref().map(|d| d.as_ref().map(Domain::as_str));
     let details = serde_json::json!({ "name": updated.name, "domain": updated.domain, "claimed": claimed });
     audit::record(tx, actor, "tenant.updated", "tenant", &tenant.id.to_string(), details).await?;
-    publish_in(tx, TENANT_CHANGED, &tenant.id.to_string()).await?;
+    publish(&mut *tx, TENANT_CHANGED, &tenant.id.to_string()).await?;
     Ok(updated)
 }
 
@@ -139,7 +139,7 @@ pub async fn soft_delete(tx: &mut TenantTx, actor: Actor, tenant_id: Uuid) -> Re
     .await?;
     audit::record(tx, actor, "tenant.deleted", "tenant", &tenant_id.to_string(), serde_json::json!({}))
         .await?;
-    publish_in(tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
+    publish(&mut *tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
     tracing::info!("tenant deleted (soft)");
     Ok(())
 }

@@ -5,6 +5,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::db::SchemaName;
+use crate::db::rows::Columns;
 use crate::error::AppError;
 
 /// A tenant subdomain: `^[a-z0-9-]+$`, 3–50 characters, not starting or ending with `-`.
@@ -147,21 +148,22 @@ pub struct Tenant {
 
 impl Tenant {
     pub fn from_row(row: &Row) -> Result<Self, AppError> {
-        let schema: String = row.get("schema_name");
+        let c = Columns::of(row, "Tenant::from_row");
+        let schema: String = c.try_get("schema_name")?;
         Ok(Self {
-            id: row.get("id"),
-            name: row.get("name"),
-            subdomain: row.get("subdomain"),
-            domain: row.get("domain"),
-            plan: row.get("plan"),
-            status: TenantStatus::from_db(row.get("status"))?,
-            expires_at: row.get("expires_at"),
-            settings: row.get("settings"),
-            owner_id: row.get("owner_id"),
+            id: c.try_get("id")?,
+            name: c.try_get("name")?,
+            subdomain: c.try_get("subdomain")?,
+            domain: c.try_get("domain")?,
+            plan: c.try_get("plan")?,
+            status: TenantStatus::from_db(c.try_get("status")?)?,
+            expires_at: c.try_get("expires_at")?,
+            settings: c.try_get("settings")?,
+            owner_id: c.try_get("owner_id")?,
             schema: SchemaName::parse(&schema).map_err(AppError::internal)?,
-            migration_version: row.get("migration_version"),
-            created_at: row.get("created_at"),
-            deleted_at: row.get("deleted_at"),
+            migration_version: c.try_get("migration_version")?,
+            created_at: c.try_get("created_at")?,
+            deleted_at: c.try_get("deleted_at")?,
         })
     }
 

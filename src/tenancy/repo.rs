@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::export::{ExportedMembership, ExportedTenant};
 use super::model::{TENANT_COLUMNS, Tenant, TenantStatus};
+use crate::db::rows::Columns;
 use crate::error::{AppError, violated_constraint};
 
 /// The tenant the query (one parameter) finds, if any.
@@ -74,14 +75,15 @@ pub async fn export_rows(
 ) -> Result<(serde_json::Value, serde_json::Value), AppError> {
     let row = db
         .query_one(
-            "select to_jsonb(t),
+            "select to_jsonb(t) as tenant,
                     (select coalesce(jsonb_agg(to_jsonb(m) order by m.created_at), '[]'::jsonb)
-                     from control.memberships m where m.tenant_id = t.id)
+                     from control.memberships m where m.tenant_id = t.id) as memberships
              from control.tenants t where t.id = $1",
             &[&id],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    let c = Columns::of(&row, "tenancy::repo::export_rows");
+    Ok((c.try_get("tenant")?, c.try_get("memberships")?))
 }
 
 /// Inserts an exported tenant (already given its id, subdomain and schema) with plain
@@ -129,7 +131,10 @@ pub async fn insert_exported(db: &impl GenericClient, t: &ExportedTenant) -> Res
 /// Which of `ids` are users of this database.
 pub async fn existing_users(db: &impl GenericClient, ids: &[Uuid]) -> Result<HashSet<Uuid>, AppError> {
     let rows = db.query("select id from control.users where id = any($1)", &[&ids]).await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| Columns::of(row, "tenancy::repo::existing_users").try_get("id"))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Inserts one exported membership of tenant `id`.
@@ -168,7 +173,9 @@ pub async fn list_for_user(
     db.query(sql, &[&user_id])
         .await?
         .iter()
-        .map(|row| Ok((Tenant::from_row(row)?, row.get("role"))))
+        .map(|row| {
+            Ok((Tenant::from_row(row)?, Columns::of(row, "tenancy::repo::list_for_user").try_get("role")?))
+        })
         .collect()
 }
 
@@ -187,14 +194,22 @@ pub async fn set_status(db: &impl GenericClient, id: Uuid, status: TenantStatus)
 /// Tenants not deleted, by status (for the `tenants` gauge).
 pub async fn count_by_status(db: &impl GenericClient) -> Result<Vec<(String, i64)>, AppError> {
     let rows = db
-        .query("select status, count(*) from control.tenants where deleted_at is null group by status", &[])
+        .query(
+            "select status, count(*) as n from control.tenants where deleted_at is null group by status",
+            &[],
+        )
         .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    let by_status = |row: &tokio_postgres::Row| -> Result<(String, i64), AppError> {
+        let c = Columns::of(row, "tenancy::repo::count_by_status");
+        Ok((c.try_get("status")?, c.try_get("n")?))
+    };
+    rows.iter().map(by_status).collect()
 }
 
 pub async fn count(db: &impl GenericClient) -> Result<(i64, i64), AppError> {
     let row = db
-        .query_one("select count(*), count(*) filter (where status = 'active') from control.tenants where deleted_at is null", &[])
+        .query_one("select count(*) as total, count(*) filter (where status = 'active') as active from control.tenants where deleted_at is null", &[])
         .await?;
-    Ok((row.get(0), row.get(1)))
+    let c = Columns::of(&row, "tenancy::repo::count");
+    Ok((c.try_get("total")?, c.try_get("active")?))
 }

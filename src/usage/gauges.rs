@@ -47,7 +47,7 @@ impl Gauges {
         self.members
             .try_get_with(tenant, async {
                 let client = pool.get().await?;
-                repo::members(&client, tenant).await
+                crate::members::repo::seats_taken(&client, tenant).await
             })
             .await
             .map_err(|err| AppError::internal(anyhow::anyhow!("members gauge: {err:?}")))
@@ -108,7 +108,7 @@ pub async fn measure_storage_job(ctx: JobCtx) -> Result<(), JobError> {
     let tenant = ctx.tenant_id()?;
     let mut tx = ctx.tenant_tx().await?;
     let bytes = repo::current_schema_bytes(&mut tx).await?;
-    notify::publish_in(&mut tx, notify::STORAGE, &format!("{tenant}:{bytes}")).await?;
+    notify::publish(&mut tx, notify::STORAGE, &format!("{tenant}:{bytes}")).await?;
     tx.commit().await?;
     Ok(())
 }

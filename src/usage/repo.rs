@@ -1,11 +1,12 @@
 //! The usage feature's SQL: the flush upsert, cluster totals, the per-day breakdown, and the
-//! storage and member gauges.
+//! storage gauge (the member gauge counts `members::repo::seats_taken`).
 
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::meter::{Batch, Totals};
+use crate::db::rows::Columns;
 use crate::db::{SchemaName, TenantTx};
 use crate::error::AppError;
 
@@ -56,8 +57,14 @@ pub async fn totals(
         .await?;
     let mut found: Vec<(Uuid, Totals)> = rows
         .iter()
-        .map(|row| (row.get(0), Totals { day: today, today: row.get(1), month: row.get(2) }))
-        .collect();
+        .map(|row| {
+            let c = Columns::of(row, "usage::repo::totals");
+            Ok((
+                c.try_get("tenant_id")?,
+                Totals { day: today, today: c.try_get("today")?, month: c.try_get("month")? },
+            ))
+        })
+        .collect::<Result<_, AppError>>()?;
     // Tenants without rows this month have zero totals, which is also worth knowing.
     for &tenant in tenants {
         if !found.iter().any(|(t, _)| *t == tenant) {
@@ -82,7 +89,12 @@ pub async fn daily(
             &[&tenant, &from, &to],
         )
         .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    rows.iter()
+        .map(|row| {
+            let c = Columns::of(row, "usage::repo::daily");
+            Ok((c.try_get("day")?, c.try_get("value")?))
+        })
+        .collect()
 }
 
 /// Forgets applied-batch ids old enough that no retry can still carry them.
@@ -96,37 +108,24 @@ pub async fn prune_flushes(db: &impl GenericClient) -> Result<u64, AppError> {
 pub async fn schema_bytes(db: &impl GenericClient, schema: &SchemaName) -> Result<i64, AppError> {
     let row = db
         .query_one(
-            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint as bytes
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where n.nspname = $1 and c.relkind in ('r', 'm')",
             &[&schema.as_str()],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "usage::repo::schema_bytes").try_get("bytes")?)
 }
 
 /// Bytes of the schema a tenant transaction is scoped to (its search_path).
 pub async fn current_schema_bytes(tx: &mut TenantTx) -> Result<i64, AppError> {
     let row = tx
         .query_one(
-            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint as bytes
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where n.nspname = current_schema() and c.relkind in ('r', 'm')",
             &[],
         )
         .await?;
-    Ok(row.get(0))
-}
-
-/// Active members plus pending, unexpired invitations (what the seat limit counts).
-pub async fn members(db: &impl GenericClient, tenant: Uuid) -> Result<i64, AppError> {
-    let row = db
-        .query_one(
-            "select (select count(*) from control.memberships where tenant_id = $1)
-                  + (select count(*) from control.invitations
-                     where tenant_id = $1 and accepted_at is null and revoked_at is null and expires_at > now())",
-            &[&tenant],
-        )
-        .await?;
-    Ok(row.get(0))
+    Ok(Columns::of(&row, "usage::repo::current_schema_bytes").try_get("bytes")?)
 }

@@ -40,6 +40,7 @@ mod plans;
 mod playground;
 mod process;
 mod product;
+mod rows;
 mod schema;
 mod secrets;
 mod shutdown;
