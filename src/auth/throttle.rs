@@ -1,9 +1,13 @@
-//! Cluster-wide throttles, counted in `control.throttle_hits` by one atomic upsert per key and
-//! fixed window, so every replica sees one count: sign-ins per address and per client IP per
-//! minute; sign-ups and mailed links per address and per client IP per hour.
+//! Cluster-wide throttles as sliding windows: `control.throttle_log` keeps, per bucket and key,
+//! the times of the hits admitted within the last window, updated by one atomic upsert, so every
+//! replica sees one log and **no span of one window's length admits more than the limit** (fixed
+//! windows let twice the limit through across a boundary). Sign-ins per address and per client
+//! IP per minute; sign-ups and mailed links per address and per client IP per hour. A key's log
+//! holds at most its limit of timestamps; refused attempts are not logged.
 
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
 use super::secret::hash_secret;
@@ -71,28 +75,51 @@ impl Throttles {
         }
     }
 
-    /// Counts one hit on each `(bucket, key)` in order, stopping at the first over its limit:
-    /// `RATE_LIMITED` with the seconds until that window ends. Keys are stored hashed.
+    /// Admits one hit on each `(bucket, key)` in order, now, stopping at the first that would
+    /// exceed its limit within the last window: `RATE_LIMITED` with the seconds until its oldest
+    /// logged hit leaves the window. Keys are stored hashed.
     pub async fn hit(&self, db: &impl GenericClient, keys: &[(Bucket, &str)]) -> Result<(), AppError> {
+        self.hit_at(db, keys, Utc::now()).await
+    }
+
+    /// [`Self::hit`] at time `at` (the application's clock, so a test can place hits on either
+    /// side of a minute boundary; replicas' clocks agree to well under a second).
+    pub async fn hit_at(
+        &self,
+        db: &impl GenericClient,
+        keys: &[(Bucket, &str)],
+        at: DateTime<Utc>,
+    ) -> Result<(), AppError> {
         for (bucket, key) in keys {
+            let limit = i64::from(self.of(*bucket));
+            if limit == 0 {
+                let window = bucket.window_secs() as u64;
+                return Err(AppError::RateLimited { retry_after_secs: window });
+            }
+            // The new log: the hits still inside the window, plus this one if that stays within
+            // the limit. `excluded.hits[1]` is `at`; the row lock orders concurrent hits.
             let row = db
                 .query_one(
-                    "with w as (select to_timestamp(floor(extract(epoch from now())::float8 / $3::float8) * $3::float8) as start)
-                     insert into control.throttle_hits (bucket, key_hash, window_start, expires_at, hits)
-                     select $1, $2, w.start, w.start + make_interval(secs => $3::float8), 1 from w
-                     on conflict (bucket, key_hash, window_start)
-                     do update set hits = control.throttle_hits.hits + 1
-                     returning hits, ceil(extract(epoch from expires_at - now()))::bigint as wait_secs",
-                    &[&bucket.name(), &hash_secret(key), &bucket.window_secs()],
+                    "insert into control.throttle_log as l (bucket, key_hash, hits, expires_at)
+                     select $1, $2, array[$3::timestamptz], $3::timestamptz + make_interval(secs => $4::float8)
+                     on conflict (bucket, key_hash) do update set
+                         hits = (select case when count(*) < $5::bigint
+                                             then coalesce(array_agg(h order by h), '{}') || excluded.hits[1]
+                                             else array_agg(h order by h) end
+                                 from unnest(l.hits) as h
+                                 where h > excluded.hits[1] - make_interval(secs => $4::float8)),
+                         expires_at = greatest(l.expires_at, excluded.expires_at)
+                     returning $3::timestamptz = any(hits) as admitted,
+                               ceil(extract(epoch from (select min(h) from unnest(hits) as h)
+                                   + make_interval(secs => $4::float8) - $3::timestamptz))::bigint as wait_secs",
+                    &[&bucket.name(), &hash_secret(key), &at, &bucket.window_secs(), &limit],
                 )
                 .await?;
             let c = Columns::of(&row, "auth::throttle::hit");
-            let hits: i32 = c.try_get("hits")?;
-            if u32::try_from(hits).unwrap_or(0) > self.of(*bucket) {
-                let wait: i64 = c.try_get("wait_secs")?;
-                return Err(AppError::RateLimited {
-                    retry_after_secs: u64::try_from(wait).unwrap_or(1).max(1),
-                });
+            if !c.try_get::<bool>("admitted")? {
+                let wait: Option<i64> = c.try_get("wait_secs")?;
+                let wait = wait.and_then(|w| u64::try_from(w).ok()).unwrap_or(1).max(1);
+                return Err(AppError::RateLimited { retry_after_secs: wait });
             }
         }
         Ok(())
@@ -113,9 +140,9 @@ pub fn ip_key(ip: Option<IpAddr>) -> String {
     }
 }
 
-/// Drops windows that have ended.
+/// Drops logs whose every hit has left its window.
 pub async fn prune_windows(db: &impl GenericClient) -> Result<u64, AppError> {
-    Ok(db.execute("delete from control.throttle_hits where expires_at < now()", &[]).await?)
+    Ok(db.execute("delete from control.throttle_log where expires_at < now()", &[]).await?)
 }
 
 #[cfg(test)]

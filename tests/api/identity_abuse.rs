@@ -270,3 +270,56 @@ async fn sign_in_attempts_are_counted_across_replicas() {
     let limited = codes.iter().filter(|c| c.as_deref() == Some("RATE_LIMITED")).count();
     assert_eq!(limited, 2, "4 attempts a minute across both replicas: {codes:?}");
 }
+
+/// Minute boundaries on the database's own epoch, as fixed windows were aligned.
+fn next_minute() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    chrono::Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() + TimeDelta::minutes(1)
+}
+
+#[tokio::test]
+async fn a_throttle_admits_no_more_than_its_limit_across_a_minute_boundary() {
+    use chrono::TimeDelta;
+    use tenantry::auth::throttle::Bucket;
+    let app = spawn_app().await;
+    let limits = tenantry::auth::throttle::Throttles { sign_ins_per_address: 3, ..app.state.throttles };
+    let client = app.pool.get().await.unwrap();
+    let key = [(Bucket::SignInAddress, "boundary@example.com")];
+    let boundary = next_minute();
+    let at = |ms: i64| boundary + TimeDelta::milliseconds(ms);
+    for ms in [-900, -600, -300] {
+        limits.hit_at(&client, &key, at(ms)).await.expect("within the limit");
+    }
+    // Fixed windows started a fresh count here, letting 3 more through within a second.
+    let refused = limits.hit_at(&client, &key, at(300)).await.unwrap_err();
+    assert_eq!(refused.code(), "RATE_LIMITED");
+    assert_eq!(refused.retry_after(), Some(59), "until the first hit leaves the window");
+    // A window after the first hit, exactly one more is admitted.
+    limits.hit_at(&client, &key, at(-900 + 60_001)).await.expect("the first hit left the window");
+    let refused = limits.hit_at(&client, &key, at(-900 + 60_050)).await.unwrap_err();
+    assert_eq!(refused.code(), "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn no_span_of_one_window_admits_more_than_the_limit() {
+    use chrono::TimeDelta;
+    use tenantry::auth::throttle::Bucket;
+    let app = spawn_app().await;
+    let limits = tenantry::auth::throttle::Throttles { sign_ins_per_ip: 10, ..app.state.throttles };
+    let client = app.pool.get().await.unwrap();
+    let key = [(Bucket::SignInIp, "192.0.2.9")];
+    let start = next_minute() - TimeDelta::seconds(90);
+    // An attempt every 700 ms for three minutes, across three minute boundaries.
+    let mut admitted = Vec::new();
+    for i in 0..260 {
+        let at = start + TimeDelta::milliseconds(700 * i);
+        if limits.hit_at(&client, &key, at).await.is_ok() {
+            admitted.push(at);
+        }
+    }
+    assert!(admitted.len() >= 25, "the limit refills as hits leave the window: {}", admitted.len());
+    for (i, first) in admitted.iter().enumerate() {
+        let within = admitted[i..].iter().take_while(|at| **at - *first < TimeDelta::seconds(60)).count();
+        assert!(within <= 10, "{within} admitted in the minute from {first}");
+    }
+}
