@@ -195,9 +195,16 @@ pub struct Config {
     pub jobs_retry_base_ms: u64,
 
     /// Where `verifyDomain` connects for given domains instead of resolving them, as
-    /// `host=ip:port` pairs separated by commas (tests, or a proxy in front of tenants' sites).
+    /// `host=ip:port` pairs separated by commas: an explicit operator override that skips DNS
+    /// and the public-address rule (a proxy in front of tenants' sites). Empty in production.
     #[arg(long, env = "DOMAIN_CHECK_HOSTS", value_delimiter = ',', global = true)]
     pub domain_check_hosts: Vec<String>,
+
+    /// Fixed answers for `verifyDomain`'s lookups instead of DNS (tests), as `host=ip` or
+    /// `host=ip:port` pairs separated by commas; a name listed twice has two addresses, names
+    /// not listed do not resolve. The answers pass the same public-address rule as DNS answers.
+    #[arg(long, env = "DOMAIN_CHECK_RESOLVE", value_delimiter = ',', global = true)]
+    pub domain_check_resolve: Vec<String>,
 
     // The HTTP edge: what a client may send, and what tokens and introspection accept.
     /// Largest request body in bytes; a larger one is refused with 413 before it is read whole.

@@ -28,7 +28,7 @@ use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
 use crate::state::{AppState, Inner};
-use crate::tenancy::domain_proof::DomainProof;
+use crate::tenancy::domain_proof::{DomainProof, Resolver};
 use crate::tenancy::resolve::TenantCache;
 use crate::usage::Usage;
 
@@ -72,7 +72,10 @@ pub fn app_state(
             .or_else(crate::health::cgroup_memory_limit),
         usage: Usage::new(Duration::from_millis(config.usage_flush_ms.max(1))),
         billing: Billing::from_config(config)?,
-        domain_proof: DomainProof::new(&config.domain_check_hosts)?,
+        domain_proof: DomainProof::new(
+            &config.domain_check_hosts,
+            Resolver::new(&config.domain_check_resolve)?,
+        )?,
     }))
 }
 

@@ -15,7 +15,7 @@ use crate::db::TenantTx;
 use crate::db::migrate::{LockPolicy, MigrationSet};
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog};
-use crate::tenancy::export::{self, ImportAs};
+use crate::tenancy::export::{self, ControlFields, ImportAs, Imported};
 use crate::tenancy::model::{Subdomain, Tenant, TenantName, TenantStatus};
 use crate::tenancy::provision::{NewTenant, provision};
 use crate::tenancy::{self, repo};
@@ -50,11 +50,18 @@ pub enum TenantsCommand {
     Export { subdomain: String, file: PathBuf },
     /// Restore an export: as the same tenant (which must not exist), or with --subdomain as a
     /// new tenant with a new id and schema. A file whose dump touches anything but the tenant's
-    /// own schema is refused whole.
+    /// own schema is refused whole. The file's control fields (domain verification, plan,
+    /// status, expiry, Stripe customer) are not taken from it unless --trust-control-fields:
+    /// a verified domain comes back pending, the plan free. Prints what it kept and dropped.
     Import {
         file: PathBuf,
         #[arg(long)]
         subdomain: Option<String>,
+        /// Take the control fields from the file as they are (you vouch for the file).
+        #[arg(long)]
+        trust_control_fields: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a tenant: gone for requests at once, data purged after TENANT_PURGE_AFTER_DAYS.
     /// `--purge` drops its schema and data now (irreversible). Needs --yes.
@@ -83,17 +90,15 @@ pub async fn run(
                 export::export(&pool, &url, &subdomain, &file).await.map_err(AppError::into_anyhow)?;
             println!("exported tenant {} ({}) to {}", tenant.subdomain, tenant.id, file.display());
         }
-        TenantsCommand::Import { file, subdomain } => {
+        TenantsCommand::Import { file, subdomain, trust_control_fields, json } => {
             let target = match subdomain {
                 Some(sub) => ImportAs::New(Subdomain::parse(&sub).map_err(AppError::into_anyhow)?),
                 None => ImportAs::Same,
             };
-            let imported = export::import(&url, &file, target).await.map_err(AppError::into_anyhow)?;
-            let t = &imported.tenant;
-            println!(
-                "imported tenant {} ({}) into schema {} with {} memberships ({} skipped: unknown users)",
-                t.subdomain, t.id, t.schema, imported.memberships, imported.skipped_memberships
-            );
+            let trust = if trust_control_fields { ControlFields::Trust } else { ControlFields::Reset };
+            let imported =
+                export::import_with(&url, &file, target, trust).await.map_err(AppError::into_anyhow)?;
+            print_imported(&imported, trust, json)?;
         }
         TenantsCommand::Create { name, subdomain } => {
             let new = NewTenant {
@@ -169,6 +174,43 @@ pub async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_imported(imported: &Imported, trust: ControlFields, json: bool) -> anyhow::Result<()> {
+    let t = &imported.tenant;
+    let trusted = trust == ControlFields::Trust;
+    if json {
+        let report = serde_json::json!({
+            "id": t.id, "subdomain": t.subdomain, "schema": t.schema.as_str(),
+            "memberships": imported.memberships, "skipped_memberships": imported.skipped_memberships,
+            "control_fields_trusted": trusted, "control_fields": imported.control,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "imported tenant {} ({}) into schema {} with {} memberships ({} skipped: unknown users)",
+        t.subdomain, t.id, t.schema, imported.memberships, imported.skipped_memberships
+    );
+    if trusted {
+        println!("control fields taken from the file (--trust-control-fields):");
+    } else {
+        println!("control fields not taken from the file (--trust-control-fields would keep them):");
+    }
+    for field in &imported.control {
+        if field.kept {
+            println!("  kept     {}: {}", field.field, field.restored);
+        } else {
+            println!("  dropped  {}: {} (now {})", field.field, field.in_file, field.restored);
+        }
+    }
+    if imported.tenant.domain.is_none()
+        && imported.control.iter().any(|f| f.field == "domain" && !f.restored.is_null())
+    {
+        println!("  the custom domain is pending: the tenant proves it again with verifyDomain");
+    }
+    println!("  billing state is not in an export: the tenant has none until Stripe reports it");
+    Ok(())
 }
 
 fn print_list(tenants: &[Tenant], billing: &HashMap<Uuid, BillingState>, json: bool) -> anyhow::Result<()> {

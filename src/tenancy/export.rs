@@ -3,7 +3,9 @@
 //!
 //! Import restores into the same tenant (same id, subdomain and schema; it must not exist) or
 //! into a new one (new id, so a new schema name, and a new subdomain). Rows, schema and data
-//! commit in one transaction: a failed import leaves nothing behind.
+//! commit in one transaction: a failed import leaves nothing behind. The control fields that
+//! stand for a proof or a payment (domain verification, plan, status, expiry, Stripe id) are
+//! not taken from the file unless the operator trusts it (`ControlFields::Trust`).
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::dump::{Restore, SchemaDump};
-use super::model::{Subdomain, Tenant, TenantName};
+use super::model::{Domain, Subdomain, Tenant, TenantName};
 use super::{by_subdomain, repo};
 use crate::db::migrate::lock_schema;
 use crate::db::{SchemaName, citus};
@@ -43,6 +45,31 @@ pub enum ImportAs {
     New(Subdomain),
 }
 
+/// Whether the file's control fields are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlFields {
+    /// The default: a verified domain comes back pending (to be proven again), the plan is
+    /// `free` without expiry, the status active (a suspension is kept: it only takes access
+    /// away), and there is no Stripe customer.
+    Reset,
+    /// Take them from the file as they are (`--trust-control-fields`): the operator vouches
+    /// for the file. A copy still gets no domain and no Stripe customer (the original's).
+    Trust,
+}
+
+/// The plan a tenant gets when the file's is not trusted (the plan new tenants start on).
+pub const DEFAULT_PLAN: &str = "free";
+
+/// One control field of an import: what the file said and what the tenant got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlField {
+    pub field: &'static str,
+    pub in_file: Value,
+    pub restored: Value,
+    /// `restored` is what the file said.
+    pub kept: bool,
+}
+
 /// What an import did.
 #[derive(Debug)]
 pub struct Imported {
@@ -50,6 +77,8 @@ pub struct Imported {
     pub memberships: u64,
     /// Memberships of users that do not exist in this database.
     pub skipped_memberships: usize,
+    /// The control fields, kept or dropped, in a fixed order.
+    pub control: Vec<ControlField>,
 }
 
 /// Writes tenant `subdomain` to `path`. For a consistent copy of a busy tenant, suspend it first.
@@ -88,7 +117,13 @@ pub struct ExportedTenant {
     pub id: Uuid,
     pub name: String,
     pub subdomain: String,
+    /// The verified domain.
     pub domain: Option<String>,
+    /// A claim awaiting proof, and its token (absent from files written before V14).
+    #[serde(default)]
+    pub pending_domain: Option<String>,
+    #[serde(default)]
+    pub domain_token: Option<String>,
     pub plan: String,
     pub status: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -115,8 +150,19 @@ fn refused(message: impl Into<String>) -> AppError {
 /// Restores the export at `path` on the database at `url`. The file is operator input: the
 /// schema is derived from the tenant id (never taken from the file), and the dump must touch
 /// nothing but that schema (`SchemaDump::plan`); a refused file changes nothing.
-#[tracing::instrument(skip_all, fields(tenant.id))]
+/// The file's control fields are not trusted (`ControlFields::Reset`); see `import_with`.
 pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported, AppError> {
+    import_with(url, path, target, ControlFields::Reset).await
+}
+
+/// `import`, with the file's control fields trusted or not.
+#[tracing::instrument(skip_all, fields(tenant.id))]
+pub async fn import_with(
+    url: &str,
+    path: &Path,
+    target: ImportAs,
+    control_fields: ControlFields,
+) -> Result<Imported, AppError> {
     let bytes = tokio::fs::read(path)
         .await
         .with_context(|| format!("reading {}", path.display()))
@@ -147,12 +193,10 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
         ImportAs::New(subdomain) => {
             tenant.id = Uuid::new_v4();
             tenant.subdomain = subdomain.as_str().to_owned();
-            // A custom domain and a billing identity belong to the original tenant.
-            tenant.domain = None;
-            tenant.stripe_customer_id = None;
             tenant.created_at = Utc::now();
         }
     }
+    let control = settle_control_fields(&mut tenant, &target, control_fields);
     let schema = SchemaName::for_tenant(tenant.id);
     tenant.schema_name = schema.as_str().to_owned();
     tracing::Span::current().record("tenant.id", tracing::field::display(tenant.id));
@@ -188,7 +232,71 @@ pub async fn import(url: &str, path: &Path, target: ImportAs) -> Result<Imported
         tenant: imported,
         memberships: inserted,
         skipped_memberships: memberships.len() - usize::try_from(inserted).unwrap_or(0),
+        control,
     })
+}
+
+/// The control fields as `tenant` will be inserted, and the report of what the file said.
+/// Untrusted, nothing that stands for a proof or a payment comes from the file: a verified
+/// domain (or else a pending claim that is a host name) comes back as a pending claim with a
+/// fresh token, the plan is `DEFAULT_PLAN` without expiry, the status is active unless the
+/// file says suspended, and there is no Stripe customer. A copy never takes the original's
+/// domain or Stripe customer.
+fn settle_control_fields(
+    tenant: &mut ExportedTenant,
+    target: &ImportAs,
+    trust: ControlFields,
+) -> Vec<ControlField> {
+    let domain_view = |t: &ExportedTenant| match (&t.domain, &t.pending_domain) {
+        (Some(verified), Some(pending)) => format!("{verified} (verified), {pending} (pending)"),
+        (Some(verified), None) => format!("{verified} (verified)"),
+        (None, Some(pending)) => format!("{pending} (pending)"),
+        (None, None) => String::new(),
+    };
+    let view = |t: &ExportedTenant| {
+        let domain = domain_view(t);
+        [
+            ("domain", if domain.is_empty() { Value::Null } else { Value::from(domain) }),
+            ("plan", Value::from(t.plan.clone())),
+            ("status", Value::from(t.status.clone())),
+            ("expires_at", t.expires_at.map_or(Value::Null, |at| Value::from(at.to_rfc3339()))),
+            ("stripe_customer_id", t.stripe_customer_id.clone().map_or(Value::Null, Value::from)),
+        ]
+    };
+    let in_file = view(tenant);
+    let copy = matches!(target, ImportAs::New(_));
+    if copy {
+        // A custom domain and a billing identity belong to the original tenant.
+        tenant.domain = None;
+        tenant.pending_domain = None;
+        tenant.domain_token = None;
+        tenant.stripe_customer_id = None;
+    }
+    if trust == ControlFields::Reset {
+        // Only a host name is claimed again; it is proven again before it routes.
+        let claim = tenant.domain.take().or(tenant.pending_domain.take());
+        tenant.pending_domain = claim.filter(|d| Domain::parse(d, "").is_ok_and(|p| p.as_str() == d));
+        tenant.domain_token = None;
+        tenant.plan = DEFAULT_PLAN.to_owned();
+        tenant.expires_at = None;
+        if tenant.status != "suspended" {
+            tenant.status = "active".to_owned();
+        }
+        tenant.stripe_customer_id = None;
+    }
+    if tenant.pending_domain.is_some() && tenant.domain_token.is_none() {
+        tenant.domain_token = Some(Uuid::new_v4().simple().to_string());
+    }
+    in_file
+        .into_iter()
+        .zip(view(tenant))
+        .map(|((field, in_file), (_, restored))| ControlField {
+            field,
+            kept: in_file == restored,
+            in_file,
+            restored,
+        })
+        .collect()
 }
 
 /// Runs the restore. Under Citus the schema is restored as a plain local schema (Citus refuses
@@ -211,4 +319,66 @@ async fn restore_schema(
         citus::distribute(tx, schema).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported(changes: Value) -> ExportedTenant {
+        let mut row = serde_json::json!({
+            "id": Uuid::new_v4(), "name": "Acme", "subdomain": "acme", "domain": null, "plan": "free",
+            "status": "active", "expires_at": null, "settings": {}, "stripe_customer_id": null,
+            "owner_id": null, "schema_name": "t_0", "migration_version": 2,
+            "created_at": "2026-01-01T00:00:00Z",
+        });
+        for (key, value) in changes.as_object().unwrap() {
+            row[key] = value.clone();
+        }
+        serde_json::from_value(row).unwrap()
+    }
+
+    fn fields(report: &[ControlField]) -> Vec<(&str, bool)> {
+        report.iter().map(|f| (f.field, f.kept)).collect()
+    }
+
+    #[test]
+    fn untrusted_control_fields_keep_only_restrictions_and_claims_to_prove_again() {
+        let forged = serde_json::json!({
+            "domain": "shop.test", "plan": "enterprise", "status": "expired",
+            "expires_at": "2099-01-01T00:00:00Z", "stripe_customer_id": "cus_1",
+        });
+        let mut t = exported(forged.clone());
+        let report = settle_control_fields(&mut t, &ImportAs::Same, ControlFields::Reset);
+        assert_eq!((t.domain.as_deref(), t.pending_domain.as_deref()), (None, Some("shop.test")));
+        assert!(t.domain_token.as_ref().is_some_and(|token| token.len() == 32));
+        assert_eq!((t.plan.as_str(), t.status.as_str(), t.expires_at), ("free", "active", None));
+        assert_eq!(t.stripe_customer_id, None);
+        let all_dropped =
+            ["domain", "plan", "status", "expires_at", "stripe_customer_id"].map(|f| (f, false));
+        assert_eq!(fields(&report), all_dropped);
+
+        // A suspension only takes access away: it stays. A pending claim that is an address
+        // (made before claims were parsed as browsers parse them) is not claimed again.
+        let mut t = exported(
+            serde_json::json!({ "status": "suspended", "pending_domain": "127.1", "domain_token": "x" }),
+        );
+        settle_control_fields(&mut t, &ImportAs::Same, ControlFields::Reset);
+        assert_eq!((t.status.as_str(), t.pending_domain, t.domain_token), ("suspended", None, None));
+
+        // Trusted: as the file says; a copy still gets neither the domain nor the customer.
+        let mut t = exported(forged.clone());
+        let report = settle_control_fields(&mut t, &ImportAs::Same, ControlFields::Trust);
+        assert!(report.iter().all(|f| f.kept), "{report:?}");
+        assert_eq!(
+            (t.domain.as_deref(), t.stripe_customer_id.as_deref()),
+            (Some("shop.test"), Some("cus_1"))
+        );
+        let mut t = exported(forged);
+        let copy = ImportAs::New(Subdomain::parse("copy").unwrap());
+        let report = settle_control_fields(&mut t, &copy, ControlFields::Trust);
+        assert_eq!((t.domain, t.pending_domain, t.stripe_customer_id), (None, None, None));
+        assert_eq!((t.plan.as_str(), t.status.as_str()), ("enterprise", "expired"));
+        assert_eq!(fields(&report)[0], ("domain", false));
+    }
 }

@@ -38,29 +38,52 @@ impl Subdomain {
     }
 }
 
-/// A custom domain: a lowercase host name with at least two labels, outside `BASE_DOMAIN`.
+/// A custom domain: a lowercase host name with at least two labels, outside `BASE_DOMAIN`,
+/// that no browser reads as an IP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain(String);
 
 impl Domain {
+    /// Reads `raw` with the WHATWG host parser (the `url` crate), as browsers read a URL's host:
+    /// there `127.1`, `0177.0.0.1`, `0x7f.1` and `1.1` are IPv4 addresses, and an
+    /// internationalised name becomes its `xn--` form. Addresses, names ending in a number and
+    /// single labels (`intranet`, `localhost`) are refused.
     pub fn parse(raw: &str, base_domain: &str) -> Result<Self, AppError> {
-        let host = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-        let invalid = |message: &str| Err(AppError::validation("domain", message));
+        let invalid = |message: String| Err(AppError::validation("domain", message));
+        let not_a_name = || invalid("must be a host name such as app.example.com".into());
+        let address = |ip: std::net::IpAddr| {
+            invalid(format!("must be a host name, not an IP address (browsers read it as {ip})"))
+        };
+        let raw = raw.trim();
+        if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+            return address(ip);
+        }
+        let host = match url::Host::parse(raw) {
+            Ok(url::Host::Domain(name)) => name,
+            Ok(url::Host::Ipv4(ip)) => return address(ip.into()),
+            Ok(url::Host::Ipv6(ip)) => return address(ip.into()),
+            Err(_) => return not_a_name(),
+        };
+        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
         let label_ok = |label: &str| {
             (1..=63).contains(&label.len())
                 && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         };
-        if host.len() > 253 || host.split('.').count() < 2 || !host.split('.').all(label_ok) {
-            return invalid("must be a host name such as app.example.com");
+        if host.len() > 253 || !host.split('.').all(label_ok) {
+            return not_a_name();
         }
-        if host.parse::<std::net::IpAddr>().is_ok() {
-            return invalid("must be a host name, not an IP address");
+        if !host.contains('.') {
+            return invalid(
+                "must be a public domain name with at least two labels, such as app.example.com; a \
+                 single label (like intranet or localhost) names no site on the internet"
+                    .into(),
+            );
         }
         if host == base_domain || host.ends_with(&format!(".{base_domain}")) {
             return invalid(
-                "must not be under the service's own domain; tenants get subdomains of it already",
+                "must not be under the service's own domain; tenants get subdomains of it already".into(),
             );
         }
         Ok(Self(host))
@@ -203,7 +226,30 @@ mod tests {
     #[test]
     fn custom_domains_are_host_names_outside_the_base_domain() {
         assert_eq!(Domain::parse("App.Acme.io.", "example.com").unwrap().as_str(), "app.acme.io");
+        assert_eq!(Domain::parse("bücher.de", "example.com").unwrap().as_str(), "xn--bcher-kva.de");
+        assert_eq!(Domain::parse("1x.example.org", "example.com").unwrap().as_str(), "1x.example.org");
         for bad in ["acme", "acme..io", "-a.io", "10.0.0.1", "x.example.com", "example.com", "a b.io"] {
+            assert!(Domain::parse(bad, "example.com").is_err(), "{bad} accepted");
+        }
+        // IPv4 as browsers read it (WHATWG URL), IPv6, and names that end in a number.
+        for (address, read_as) in [
+            ("127.1", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("1.1", "1.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1"),
+        ] {
+            let message = Domain::parse(address, "example.com").unwrap_err().message();
+            assert!(
+                message.contains("not an IP address") && message.contains(read_as),
+                "{address}: {message}"
+            );
+        }
+        for bad in ["shop.1", "shop.0x1", "localhost", "intranet", "intranet.", "%31.1"] {
             assert!(Domain::parse(bad, "example.com").is_err(), "{bad} accepted");
         }
     }

@@ -90,15 +90,17 @@ pub async fn export_rows(
 /// parameters: no `insert … select`, which Citus cannot always plan.
 pub async fn insert_exported(db: &impl GenericClient, t: &ExportedTenant) -> Result<(), AppError> {
     db.execute(
-        "insert into control.tenants (id, name, subdomain, domain, plan, status, expires_at, settings,
-                                      stripe_customer_id, owner_id, schema_name, migration_version,
-                                      created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())",
+        "insert into control.tenants (id, name, subdomain, domain, pending_domain, domain_token, plan,
+                                      status, expires_at, settings, stripe_customer_id, owner_id,
+                                      schema_name, migration_version, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())",
         &[
             &t.id,
             &t.name,
             &t.subdomain,
             &t.domain,
+            &t.pending_domain,
+            &t.domain_token,
             &t.plan,
             &t.status,
             &t.expires_at,

@@ -1,11 +1,15 @@
-//! Per-tenant export and import: a round trip keeps the projects and the tenant boundaries.
+//! Per-tenant export and import: a round trip keeps the projects and the tenant boundaries;
+//! an edited file brings back no proof or payment unless the operator trusts it.
+
+use std::time::Duration;
 
 use serde_json::json;
 use tenantry::tenancy::export::{ImportAs, export, import};
 use tenantry::tenancy::model::Subdomain;
 use uuid::Uuid;
 
-use crate::helpers::{As, TestApp, error_code, project_names, scratch_dir, spawn_app};
+use crate::helpers::{As, TestApp, error_code, eventually, project_names, scratch_dir, spawn_app};
+use crate::tenants::{stdout, tenantry};
 
 async fn projects(app: &TestApp, token: &str, tenant: &str) -> serde_json::Value {
     app.graphql(As::member(token, tenant), "{ projects { name } }", json!({})).await.1
@@ -141,4 +145,81 @@ async fn an_export_that_carries_sql_for_another_schema_is_refused_and_changes_no
     let file = scratch_dir().join("untouched.json");
     std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
     import(&app.db.url, &file, ImportAs::New(Subdomain::parse("copy").unwrap())).await.unwrap();
+}
+
+/// `tenantry tenants …` on the app's database; panics with the output when it fails.
+fn cli(app: &TestApp, args: &[&str]) -> String {
+    let out = tenantry(&app.db.url, args);
+    assert!(out.status.success(), "tenantry {args:?}: {out:?}");
+    stdout(&out)
+}
+
+const TENANT: &str = "{ tenant { domain plan { id } status customDomain { domain status } } }";
+
+#[tokio::test]
+async fn an_edited_export_restored_as_itself_keeps_no_proof_or_payment_unless_trusted() {
+    let app = spawn_app().await;
+    let alice = app.sign_up("alice").await;
+    let acme_id = app.create_tenant(&alice, "acme").await;
+    app.create_project(&alice, "acme", "launch").await;
+    let file = scratch_dir().join("acme.json");
+    cli(&app, &["tenants", "export", "acme", file.to_str().unwrap()]);
+    // The edit: a paid plan, a custom domain as if verified, a Stripe customer.
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    json["tenant"]["plan"] = json!("enterprise");
+    json["tenant"]["domain"] = json!("shop.test");
+    json["tenant"]["stripe_customer_id"] = json!("cus_forged");
+    let edited = scratch_dir().join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&json).unwrap()).unwrap();
+    let edited = edited.to_str().unwrap();
+    let stripe_customer = || async {
+        let client = app.pool.get().await.unwrap();
+        let id = Uuid::parse_str(&acme_id).unwrap();
+        let sql = "select stripe_customer_id from control.tenants where id = $1";
+        client.query_one(sql, &[&id]).await.unwrap().get::<_, Option<String>>(0)
+    };
+    let on_domain = || As { token: Some(&alice), tenant: None, host: Some("shop.test".into()) };
+
+    // Restored as itself without the flag: none of the edited fields, and it says so.
+    cli(&app, &["tenants", "delete", "acme", "--purge", "--yes"]);
+    let report = cli(&app, &["tenants", "import", edited]);
+    for line in [
+        "control fields not taken from the file (--trust-control-fields would keep them):",
+        r#"dropped  domain: "shop.test (verified)" (now "shop.test (pending)")"#,
+        r#"dropped  plan: "enterprise" (now "free")"#,
+        r#"dropped  stripe_customer_id: "cus_forged" (now null)"#,
+        r#"kept     status: "active""#,
+        "the custom domain is pending: the tenant proves it again with verifyDomain",
+    ] {
+        assert!(report.contains(line), "{line:?} not in:\n{report}");
+    }
+    let (_, body) = app.graphql(As::member(&alice, "acme"), TENANT, json!({})).await;
+    let tenant = &body["data"]["tenant"];
+    assert_eq!(tenant["domain"], serde_json::Value::Null, "{body}");
+    assert_eq!(tenant["customDomain"], json!({ "domain": "shop.test", "status": "PENDING" }), "{body}");
+    assert_eq!(tenant["plan"]["id"], "free", "{body}");
+    assert_eq!(stripe_customer().await, None);
+    let (_, body) = app.graphql(on_domain(), "{ projects { name } }", json!({})).await;
+    assert_eq!(error_code(&body), Some("TENANT_NOT_FOUND"), "a pending domain routes nothing: {body}");
+    assert_eq!(project_names(&projects(&app, &alice, "acme").await), ["launch"], "the data is back");
+
+    // With --trust-control-fields the operator vouches for the file: all of it is kept.
+    cli(&app, &["tenants", "delete", "acme", "--purge", "--yes"]);
+    let report = cli(&app, &["tenants", "import", edited, "--trust-control-fields", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["control_fields_trusted"], true, "{report}");
+    let fields = report["control_fields"].as_array().unwrap();
+    assert!(fields.iter().all(|f| f["kept"] == true), "{report}");
+    let restored = |name: &str| fields.iter().find(|f| f["field"] == name).unwrap()["restored"].clone();
+    assert_eq!(restored("domain"), "shop.test (verified)");
+    assert_eq!(restored("plan"), "enterprise");
+    assert_eq!(stripe_customer().await.as_deref(), Some("cus_forged"));
+    let (_, body) = app.graphql(As::member(&alice, "acme"), TENANT, json!({})).await;
+    assert_eq!(body["data"]["tenant"]["plan"]["id"], "enterprise", "{body}");
+    // The replica forgets its cached "no such domain" when the import's notification arrives.
+    eventually(Duration::from_secs(10), || async {
+        let (_, body) = app.graphql(on_domain(), "{ projects { name } }", json!({})).await;
+        (body["data"]["projects"][0]["name"] == "launch").then_some(())
+    })
+    .await;
 }
