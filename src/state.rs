@@ -16,6 +16,7 @@ use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
 use crate::config::Config;
 use crate::crypto::Keyring;
+use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
 use crate::http::client_ip::TrustedProxies;
@@ -35,7 +36,7 @@ pub struct Inner {
     pub pool: Pool,
     /// The pool tenant transactions (`TenantTx`) use: the same pool, except behind a
     /// transaction pooler (DATABASE_POOLER=transaction), where it goes through the pooler.
-    pub tenant_pool: Pool,
+    pub tenant_pool: TenantPool,
     pub base_domain: String,
     pub tokens: TokenKeys,
     /// Encrypts and decrypts stored secrets.
@@ -103,7 +104,7 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(
         pool: Pool,
-        tenant_pool: Pool,
+        tenant_pool: TenantPool,
         config: &Config,
         plans: PlanCatalog,
         tenant_migrations: MigrationSet,

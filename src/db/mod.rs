@@ -16,3 +16,4 @@ pub mod unnamed;
 pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};
 pub use schema_name::{InvalidSchemaName, SchemaName};
 pub use tenant_tx::TenantTx;
+pub use unnamed::TenantPool;

@@ -64,11 +64,15 @@ pub fn build_schema_for(introspection: bool) -> AppSchema {
             .limit_depth(16)
             .limit_complexity(2_000)
     };
-    input_check::capture_registry(
+    let types = input_check::capture_registry(
         |capture| builder().extension(capture).finish(),
         |schema| Box::pin(async move { schema.execute("{ __typename }").await }),
     );
-    if introspection { builder().finish() } else { builder().disable_introspection().finish() }
+    let mut schema = builder();
+    if let Some(types) = types {
+        schema = schema.data(types);
+    }
+    if introspection { schema.finish() } else { schema.disable_introspection().finish() }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
