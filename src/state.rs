@@ -17,6 +17,7 @@ use crate::auth::throttle::Throttles;
 use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
 use crate::crypto::Keyring;
+use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
@@ -35,7 +36,7 @@ pub struct Inner {
     pub pool: Pool,
     /// The pool tenant transactions (`TenantTx`) use: the same pool, except behind a
     /// transaction pooler (DATABASE_POOLER=transaction), where it goes through the pooler.
-    pub tenant_pool: Pool,
+    pub tenant_pool: TenantPool,
     pub base_domain: String,
     pub tokens: TokenKeys,
     /// Encrypts and decrypts stored secrets.

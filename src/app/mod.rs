@@ -14,7 +14,7 @@ use crate::config::{Config, ExposeSecret, Pooler};
 use crate::db::embedded::{Durability, EmbeddedPostgres};
 use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
-use crate::db::{build_pool, check_reachable};
+use crate::db::{TenantPool, build_pool, check_reachable};
 use crate::error::AppError;
 use crate::jobs::{Registry, Worker, WorkerSettings};
 use crate::plans::PlanCatalog;
@@ -186,6 +186,7 @@ fn job_worker(
         Pooler::None => pool.clone(),
         Pooler::Transaction => build_pool(&database.url, size)?,
     };
+    let tenant_pool = TenantPool::new(tenant_pool, config.database_pooler);
     let registry = job_handlers::registry(state);
     Ok(Some(Worker::new(pool, tenant_pool, registry, settings)))
 }
@@ -232,9 +233,9 @@ impl Application {
         // Configuration errors first, before anything is started.
         let plans = PlanCatalog::load(config.plans_file.as_deref())?;
         let database = Database::open(&config, Durability::Durable).await?;
-        crate::db::unnamed::set_pooler(config.database_pooler);
         let (pool, tenant_pool, listen_url) = open_pools(&config, &database).await?;
         migrate_control(&pool).await?;
+        let tenant_pool = TenantPool::new(tenant_pool, config.database_pooler);
         let http = services::http_settings(&config)?;
         let state = services::app_state(pool, tenant_pool, &config, plans, MigrationSet::tenant())?;
         let lagging = state.migration_lag.refresh(&state.pool).await.map_err(AppError::into_anyhow)?;

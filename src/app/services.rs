@@ -20,6 +20,7 @@ use crate::auth::token::{ACCESS_TOKEN_TTL, TokenKeys};
 use crate::billing::Billing;
 use crate::config::{AppEnv, Config, ExposeSecret};
 use crate::crypto::Keyring;
+use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
 use crate::http::client_ip::TrustedProxies;
@@ -35,7 +36,7 @@ use crate::usage::Usage;
 /// The application's shared handles, built from `config`.
 pub fn app_state(
     pool: Pool,
-    tenant_pool: Pool,
+    tenant_pool: TenantPool,
     config: &Config,
     plans: PlanCatalog,
     tenant_migrations: MigrationSet,

@@ -91,6 +91,7 @@ fn return_large_blocks_at_once() {
         ONCE.call_once(|| {
             // SAFETY: `mallopt` only changes an allocator tunable; it is thread-safe in glibc
             // and takes plain integers.
+            #[allow(unsafe_code, reason = "a libc call; no safe wrapper for mallopt")]
             let ok = unsafe { nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20) };
             if ok != 1 {
                 tracing::warn!(

@@ -19,3 +19,4 @@ pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};
 pub use schema_name::{InvalidSchemaName, SchemaName};
 pub use statements::Statements;
 pub use tenant_tx::TenantTx;
+pub use unnamed::TenantPool;

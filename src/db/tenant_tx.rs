@@ -17,13 +17,14 @@
 //! (`at_version`): once `migrate` has moved a tenant on, its requests prepare fresh statements
 //! and never meet the old ones, while every other tenant's stay cached.
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Statement};
 
 use super::SchemaName;
+use super::unnamed::{ParamTypes, TxPool};
 use crate::error::AppError;
 
 const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
@@ -43,6 +44,8 @@ pub struct TenantTx {
     single: bool,
     /// The request's turn to hold a connection, given back with the connection.
     turn: Option<OwnedSemaphorePermit>,
+    /// Behind a transaction pooler: unnamed statements with these types (see `db::unnamed`).
+    unnamed: Option<ParamTypes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +58,22 @@ enum State {
 
 impl TenantTx {
     /// Takes a connection for `schema`. Nothing is sent until the first statement.
-    pub async fn begin(pool: &Pool, schema: &SchemaName) -> Result<Self, AppError> {
+    pub async fn begin(pool: &(impl TxPool + ?Sized), schema: &SchemaName) -> Result<Self, AppError> {
         Self::open(pool, schema, false).await
     }
 
     /// Like `begin`, for exactly one statement: begin, set_config, the statement and commit go
     /// out in one flush. `commit` afterwards is a no-op; a second statement is an error.
-    pub async fn begin_single(pool: &Pool, schema: &SchemaName) -> Result<Self, AppError> {
+    pub async fn begin_single(pool: &(impl TxPool + ?Sized), schema: &SchemaName) -> Result<Self, AppError> {
         Self::open(pool, schema, true).await
     }
 
-    async fn open(pool: &Pool, schema: &SchemaName, single: bool) -> Result<Self, AppError> {
-        let client = pool.get().await?;
+    async fn open(
+        pool: &(impl TxPool + ?Sized),
+        schema: &SchemaName,
+        single: bool,
+    ) -> Result<Self, AppError> {
+        let client = pool.tx_pool().get().await?;
         let search_path = schema.quoted();
         Ok(Self {
             client: Some(client),
@@ -75,6 +82,7 @@ impl TenantTx {
             state: State::Pending,
             single,
             turn: None,
+            unnamed: pool.unnamed().cloned(),
         })
     }
 
@@ -145,8 +153,8 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
-        if super::unnamed::transaction_pooling() {
-            return self.run_pooled(sql, params, kind).await;
+        if let Some(types) = self.unnamed.clone() {
+            return self.run_pooled(&types, sql, params, kind).await;
         }
         // The schema (and version) in a comment makes the cache key per schema; PostgreSQL ignores it.
         let keyed = format!("/* {} */ {sql}", self.cache_tag);
@@ -175,6 +183,7 @@ impl TenantTx {
     /// statement still travels with `begin` and `set_config`, and in single mode with `commit`.
     async fn run_pooled(
         &mut self,
+        known: &ParamTypes,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
@@ -190,7 +199,7 @@ impl TenantTx {
         let single = self.single;
         let client = self.client.as_ref().expect("client present");
         let statement = async {
-            let types = unnamed::param_types(client, sql).await?;
+            let types = known.get(client, sql).await?;
             if !single {
                 return unnamed::run(client, sql, &types, params).await;
             }
@@ -211,7 +220,7 @@ impl TenantTx {
         } else {
             statement.await
         };
-        let (rows, affected) = result.inspect_err(|_| unnamed::forget(sql))?;
+        let (rows, affected) = result.inspect_err(|_| known.forget(sql))?;
         if single {
             self.state = State::Finished;
         }

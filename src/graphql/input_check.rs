@@ -11,10 +11,12 @@
 //! The check is called by the transports (`/graphql`, `/graphql/ws`) rather than installed as a
 //! schema extension: with any extension installed, async-graphql sends every field resolution
 //! through the extension chain (a registry lookup and boxed futures per field), which cost the
-//! read path about a third more instructions per request. The registry is captured once, from a
-//! throwaway schema whose only extension records it.
+//! read path about a third more instructions per request. The registry is captured when a schema
+//! is built, from a throwaway twin whose only extension records it, and kept in the schema's own
+//! data ([`InputTypes`]): each schema checks against its own types, and nothing is shared between
+//! the schemas (apps) of one process.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest};
 use async_graphql::parser::types::{
@@ -22,11 +24,12 @@ use async_graphql::parser::types::{
 };
 use async_graphql::registry::{MetaType, Registry};
 use async_graphql::{
-    ErrorExtensionValues, Name, Request, SchemaEnv, ServerError, ServerResult, Value, Variables,
+    ErrorExtensionValues, Name, ObjectType, Request, Schema, SchemaEnv, ServerError, ServerResult,
+    SubscriptionType, Value, Variables,
 };
 
-/// The schema's type registry, captured once (see the module comment).
-static SCHEMA_ENV: OnceLock<SchemaEnv> = OnceLock::new();
+/// A schema's type registry, in the schema's data (see the module comment).
+pub struct InputTypes(SchemaEnv);
 
 /// An extension that records the schema environment of the schema it is installed on.
 pub struct Capture(Arc<Mutex<Option<SchemaEnv>>>);
@@ -52,29 +55,31 @@ impl Extension for Capture {
     }
 }
 
-/// Captures the registry of the schema `build` makes (once per process): `build` gets the
+/// Captures the registry of the schema `build` makes, for the schema's data: `build` gets the
 /// extension to install, and the schema it returns answers `{ __typename }` once.
-pub fn capture_registry<S, F>(build: impl FnOnce(Capture) -> S, execute: F)
+pub fn capture_registry<S, F>(build: impl FnOnce(Capture) -> S, execute: F) -> Option<InputTypes>
 where
     F: FnOnce(S) -> std::pin::Pin<Box<dyn Future<Output = async_graphql::Response>>>,
 {
-    if SCHEMA_ENV.get().is_some() {
-        return;
-    }
+    use futures::FutureExt as _;
     let slot = Arc::new(Mutex::new(None));
     let schema = build(Capture(slot.clone()));
-    // `{ __typename }` touches no resolver, data or I/O: it completes on first poll.
-    let _ = futures::executor::block_on(execute(schema));
+    // `{ __typename }` touches no resolver, data or I/O: it completes on its first poll, here,
+    // with no executor needed.
+    execute(schema).now_or_never()?;
     let env = slot.lock().ok().and_then(|mut slot| slot.take());
-    if let Some(env) = env {
-        let _ = SCHEMA_ENV.set(env);
-    }
+    env.map(InputTypes)
 }
 
 /// Checks a request's variables and literals before it executes (`VALIDATION` naming the
-/// input). Every transport calls this before `execute`.
-pub fn check_request(request: &mut Request) -> Result<(), ServerError> {
-    let Some(env) = SCHEMA_ENV.get() else {
+/// input). Every transport calls this before `execute`, with the schema that will execute it.
+pub fn check_request<Q, M, S>(schema: &Schema<Q, M, S>, request: &mut Request) -> Result<(), ServerError>
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    let Some(InputTypes(env)) = schema.data::<InputTypes>() else {
         // Every schema is built through `build_schema_for`, which captures the registry first.
         let mut err = ServerError::new("internal error: the input check has no schema registry", None);
         err.extensions.get_or_insert_with(Default::default).set("code", "INTERNAL");
@@ -264,7 +269,7 @@ mod tests {
     async fn refused(query: &str, variables: serde_json::Value) -> Option<String> {
         let mut request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
         let schema = crate::graphql::build_schema_for(true);
-        let err = match check_request(&mut request) {
+        let err = match check_request(&schema, &mut request) {
             Ok(()) => schema.execute(request).await.errors.first()?.clone(),
             Err(err) => err,
         };

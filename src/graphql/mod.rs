@@ -75,15 +75,19 @@ pub fn build_schema_for(introspection: bool) -> AppSchema {
             .limit_depth(16)
             .limit_complexity(2_000)
     };
-    input_check::capture_registry(
+    let types = input_check::capture_registry(
         |capture| builder().extension(capture).finish(),
         |schema| Box::pin(async move { schema.execute("{ __typename }").await }),
     );
+    let mut schema = builder();
+    if let Some(types) = types {
+        schema = schema.data(types);
+    }
     // Without introspection, "Did you mean …?" would describe the schema field by field.
     if introspection {
-        builder().finish()
+        schema.finish()
     } else {
-        builder().disable_introspection().disable_suggestions().finish()
+        schema.disable_introspection().disable_suggestions().finish()
     }
 }
 

@@ -105,7 +105,7 @@ async fn run(
             }
         }
     }
-    let mut response = match input_check::check_request(&mut request) {
+    let mut response = match input_check::check_request(&http.schema, &mut request) {
         Ok(()) => http.schema.execute(request.data(ctx)).await,
         Err(refused) => async_graphql::Response::from_errors(vec![refused]),
     };

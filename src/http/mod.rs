@@ -1,6 +1,7 @@
 //! The HTTP surface: routes and middleware.
 
 pub mod client_ip;
+mod framing;
 mod graphql;
 mod hardening;
 mod health;

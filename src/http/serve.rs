@@ -2,26 +2,58 @@
 //! drain, and websocket upgrades.
 //!
 //! `axum::serve` offers none of hyper's limits, so connections are served here with hyper's own
-//! `http1::Builder`. hyper answers a head it cannot accept (too large, too many headers, not
-//! HTTP) with an empty body of its own, and drops a connection whose head is too slow without
-//! any answer; [`EdgeIo`] gives both the GraphQL-shaped body every other refusal has.
+//! `http1::Builder`. Left to itself, hyper answers a head it cannot accept (too large, too many
+//! headers, not HTTP) with an empty body of its own. Here it never gets to: every byte hyper
+//! reads passes through [`EdgeIo`], whose [`Framing`] follows the request stream (heads, and the
+//! `Content-Length` or chunked bodies between them, as hyper frames them) and checks each request
+//! head *before* hyper sees it, with the same parser hyper uses (`httparse`, default settings)
+//! and the same further checks (URI length and syntax, method, `Content-Length` and
+//! `Transfer-Encoding`):
+//!
+//! - a head larger than `MAX_HEADER_BYTES` (refused as soon as that many bytes arrive without its
+//!   end) or with more than `MAX_HEADERS` headers: 431 `PAYLOAD_TOO_LARGE`;
+//! - a URI longer than hyper's 65,534 bytes: 414 `PAYLOAD_TOO_LARGE`;
+//! - anything hyper would not parse: 400 `VALIDATION`.
+//!
+//! A refused head is not handed to hyper: the read fails with an I/O error instead, which hyper
+//! does not answer (its automatic answers are for its own parse errors only), and the connection
+//! task writes the GraphQL-shaped refusal itself once hyper has let go of the socket. Bytes of
+//! earlier requests in the same read are handed over first, and the error waits until hyper has
+//! dropped the body of every response in flight ([`InFlight`]), so pipelined requests before the
+//! refused one are answered as before. (A response hyper has taken whole but not yet flushed to
+//! a full socket when the error comes can still be cut short: pipelining clients are rare.)
+//! hyper's own limits are set so they cannot trip first: its buffer holds one byte more than the
+//! largest head let through, its header count is ours.
+//!
+//! hyper drops a connection whose head is too slow (`HEADER_READ_TIMEOUT_SECS`) without any
+//! answer; if the client had begun a head (the framing holds part of one), the connection task
+//! writes a 408. A connection upgraded to a websocket (hyper answered 101) is passed through
+//! unchecked from then on.
+//!
+//! Reads go into a buffer of the connection's own, initialised once, and are copied into hyper's:
+//! hyper hands over fresh uninitialised capacity on every read, and zeroing it first cost ~8,000
+//! instructions per request, while copying what was read costs a few hundred. No `unsafe`.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use axum::http::{Method, StatusCode};
+use futures::task::AtomicWaker;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
+
+use super::framing::{Framing, Refused};
 
 /// Limits on what a client may send before any handler runs.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +68,9 @@ pub struct EdgeLimits {
 
 /// hyper refuses a read buffer smaller than this.
 const HYPER_MIN_BUF: usize = 8192;
+
+/// The connection's own read buffer (hyper asks for 8 KiB at first and more as reads fill it).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits for
 /// the open connections to finish their requests (the caller bounds that wait).
@@ -84,23 +119,32 @@ async fn serve_connection(
     limits: EdgeLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let io = EdgeIo::new(stream);
+    let io = EdgeIo::new(stream, limits);
     let state = io.shared.clone();
+    let upgrades = io.shared.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         let router = router.clone();
+        let upgrades = upgrades.clone();
         async move {
-            match router.oneshot(req.map(axum::body::Body::new)).await {
-                Ok(response) => Ok::<_, Infallible>(response),
-                Err(never) => match never {},
+            let connect = req.method() == Method::CONNECT;
+            let in_flight = InFlight::new(upgrades.clone());
+            let Ok(response) = router.oneshot(req.map(axum::body::Body::new)).await;
+            // hyper hands the socket over after these (a websocket's 101): stop framing it.
+            let status = response.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                upgrades.upgraded.store(true, Ordering::Relaxed);
             }
+            Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_head_bytes.max(HYPER_MIN_BUF))
+        // Never reached: `Framing` lets no head through that is longer than `max_head_bytes`
+        // or has more than `max_headers` headers.
+        .max_buf_size((limits.max_head_bytes + 1).max(HYPER_MIN_BUF))
         .max_headers(limits.max_headers);
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut conn = Box::pin(conn);
@@ -116,7 +160,9 @@ async fn serve_connection(
     // hyper has let go of the socket unless it was upgraded (a websocket owns it then).
     let Ok(shared) = Arc::try_unwrap(state) else { return };
     let mut stream = shared.stream;
-    if timed_out && shared.mid_request.load(Ordering::Relaxed) {
+    if let Some(refused) = shared.refused.into_inner() {
+        let _ = stream.write_all(&refusal(refused.status, refused.code, &refused.message)).await;
+    } else if timed_out && shared.mid_head.load(Ordering::Relaxed) {
         // A client that began a request but did not finish its head in time hears why.
         let message = "the request head was not received in time; send it faster, or retry";
         let _ = stream.write_all(&refusal(408, "VALIDATION", message)).await;
@@ -151,10 +197,8 @@ const LINGER_BYTES: usize = 4 << 20;
 
 /// A complete HTTP/1.1 response with the GraphQL-shaped body, closing the connection.
 pub fn refusal(status: u16, code: &str, message: &str) -> Vec<u8> {
-    let reason = axum::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Bad Request");
+    let reason =
+        StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Bad Request");
     let body =
         serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }).to_string();
     format!(
@@ -165,32 +209,94 @@ pub fn refusal(status: u16, code: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// What hyper's automatic answer for `status` should have said.
-fn explain(status: u16) -> &'static str {
-    match status {
-        431 => "the request head is too large or has too many headers; send fewer or shorter headers",
-        414 => "the URL is too long; send the query in a POST body instead",
-        _ => "the request is not valid HTTP/1.1; check the request line and the headers",
+struct Shared {
+    stream: TcpStream,
+    /// Part of a request head has arrived, not all of it.
+    mid_head: AtomicBool,
+    /// hyper handed the socket over (a websocket): it is no longer HTTP.
+    upgraded: AtomicBool,
+    /// The head refused at the edge, answered once hyper lets go of the socket.
+    refused: OnceLock<Refused>,
+    /// Requests dispatched whose response body hyper still holds (see [`InFlight`]).
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero: a read holding back a refusal waits for that.
+    idle: AtomicWaker,
+}
+
+/// Counts a request from its dispatch until hyper drops its response body (written, or
+/// abandoned). A refused head that arrives while a response is still on its way fails hyper's
+/// read only afterwards: hyper reads while it answers (to notice a client that went away), and
+/// an error then would cut that answer short.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(shared)
     }
 }
 
-struct Shared {
-    stream: TcpStream,
-    /// Bytes of a request arrived since the last response was written.
-    mid_request: AtomicBool,
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.wake();
+        }
+    }
 }
 
-/// The connection's socket: reads and writes through, except that hyper's own bodiless error
-/// answers are replaced by [`refusal`]s.
+/// A response body that keeps its request counted in flight.
+struct Tracked {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket, as hyper sees it: reads pass through [`Framing`]; writes go straight
+/// to the socket.
 struct EdgeIo {
     shared: Arc<Shared>,
-    /// A replacement answer still being written, and how many bytes of hyper's it stands for.
-    replacing: Option<(Vec<u8>, usize)>,
+    framing: Framing,
+    /// Read into first (initialised once), then copied into hyper's buffer.
+    chunk: Box<[u8]>,
+    /// A head was refused: every read from now on fails (once no response is in flight).
+    refusing: bool,
 }
 
 impl EdgeIo {
-    fn new(stream: TcpStream) -> Self {
-        Self { shared: Arc::new(Shared { stream, mid_request: AtomicBool::new(false) }), replacing: None }
+    fn new(stream: TcpStream, limits: EdgeLimits) -> Self {
+        let shared = Shared {
+            stream,
+            mid_head: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+            refused: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: AtomicWaker::new(),
+        };
+        Self {
+            shared: Arc::new(shared),
+            framing: Framing::new(limits),
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            refusing: false,
+        }
     }
 
     fn write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -204,42 +310,46 @@ impl EdgeIo {
     }
 }
 
-/// The status of one of hyper's automatic answers (`HTTP/1.1 4xx …` with an empty body and
-/// none of the headers every routed response gets), if `buf` is one.
-fn hyper_refusal(buf: &[u8]) -> Option<u16> {
-    let head = std::str::from_utf8(buf.strip_prefix(b"HTTP/1.1 ")?.get(..3)?).ok()?;
-    let status: u16 = head.parse().ok()?;
-    let text = String::from_utf8_lossy(buf).to_ascii_lowercase();
-    let automatic = matches!(status, 400 | 414 | 431)
-        && text.contains("\r\ncontent-length: 0\r\n")
-        && !text.contains("\r\nx-request-id:")
-        && text.ends_with("\r\n\r\n");
-    automatic.then_some(status)
+impl EdgeIo {
+    /// Fails hyper's read for the refused head, once no response is in flight.
+    fn poll_refuse(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shared.in_flight.load(Ordering::Acquire) > 0 {
+            self.shared.idle.register(cx.waker());
+            if self.shared.in_flight.load(Ordering::Acquire) > 0 {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "request head refused at the edge")))
+    }
 }
 
 impl AsyncRead for EdgeIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.refusing {
+            return this.poll_refuse(cx);
+        }
         loop {
-            ready!(self.shared.stream.poll_read_ready(cx))?;
-            // hyper hands over fresh spare capacity on every read: zeroing it first
-            // (`initialize_unfilled`) cost ~8,000 instructions per request. Read into it as it is.
-            let unfilled = {
-                // SAFETY: the bytes are only written (by the kernel, through `read(2)`), never
-                // read, before `assume_init` below covers exactly the ones written; this is how
-                // tokio's own `TcpStream::poll_read` reads into a `ReadBuf`.
-                let spare = unsafe { buf.unfilled_mut() };
-                // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; see above for the contents.
-                unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len()) }
-            };
-            match self.shared.stream.try_read(unfilled) {
+            ready!(this.shared.stream.poll_read_ready(cx))?;
+            let want = buf.remaining().min(this.chunk.len());
+            match this.shared.stream.try_read(&mut this.chunk[..want]) {
                 Ok(read) => {
-                    if read > 0 {
-                        self.shared.mid_request.store(true, Ordering::Relaxed);
+                    let upgraded = this.shared.upgraded.load(Ordering::Relaxed);
+                    let (pass, refused) = this.framing.scan(&this.chunk[..read], upgraded);
+                    buf.put_slice(&this.chunk[..pass]);
+                    this.shared.mid_head.store(this.framing.mid_head(), Ordering::Relaxed);
+                    let Some(refused) = refused else { return Poll::Ready(Ok(())) };
+                    let _ = this.shared.refused.set(refused);
+                    this.refusing = true;
+                    // The bytes before the refused head (a request's end) go to hyper first.
+                    if pass > 0 {
+                        return Poll::Ready(Ok(()));
                     }
-                    // SAFETY: the kernel initialised the first `read` bytes of the unfilled part.
-                    unsafe { buf.assume_init(read) };
-                    buf.advance(read);
-                    return Poll::Ready(Ok(()));
+                    return this.poll_refuse(cx);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) => return Poll::Ready(Err(err)),
@@ -249,31 +359,8 @@ impl AsyncRead for EdgeIo {
 }
 
 impl AsyncWrite for EdgeIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.replacing.is_none() {
-            if let Some(status) = hyper_refusal(buf) {
-                let code = if status == 400 { "VALIDATION" } else { "PAYLOAD_TOO_LARGE" };
-                self.replacing = Some((refusal(status, code, explain(status)), buf.len()));
-            } else {
-                self.shared.mid_request.store(false, Ordering::Relaxed);
-                return self.write_some(cx, buf);
-            }
-        }
-        // Write the whole replacement, then tell hyper its answer went out.
-        loop {
-            let Some((pending, claimed)) = self.replacing.take() else { return Poll::Ready(Ok(0)) };
-            if pending.is_empty() {
-                return Poll::Ready(Ok(claimed));
-            }
-            match self.write_some(cx, &pending) {
-                Poll::Ready(Ok(written)) => self.replacing = Some((pending[written..].to_vec(), claimed)),
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => {
-                    self.replacing = Some((pending, claimed));
-                    return Poll::Pending;
-                }
-            }
-        }
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write_some(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -281,18 +368,7 @@ impl AsyncWrite for EdgeIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        // hyper's automatic answers are a lone head; anything else goes out as it is, without
-        // copying a response's head and body into one buffer first.
-        let mut parts = bufs.iter().filter(|buf| !buf.is_empty());
-        if let (Some(first), None) = (parts.next(), parts.next())
-            && (self.replacing.is_some() || hyper_refusal(first).is_some())
-        {
-            return self.poll_write(cx, first);
-        }
-        if self.replacing.is_some() {
-            return self.poll_write(cx, &[]);
-        }
-        self.shared.mid_request.store(false, Ordering::Relaxed);
+        // A response's head and body go out together, without being copied into one buffer.
         loop {
             ready!(self.shared.stream.poll_write_ready(cx))?;
             match self.shared.stream.try_write_vectored(bufs) {
@@ -314,26 +390,5 @@ impl AsyncWrite for EdgeIo {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The connection task closes the socket once hyper lets go of it (see `linger`).
         Poll::Ready(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_hypers_own_bodiless_refusals_are_replaced() {
-        let automatic =
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
-        assert_eq!(hyper_refusal(automatic), Some(431));
-        let routed = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-request-id: a\r\n\r\n";
-        assert_eq!(hyper_refusal(routed), None);
-        let with_body = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n";
-        assert_eq!(hyper_refusal(with_body), None);
-        assert_eq!(hyper_refusal(b"\x81\x05hello"), None);
-        let replaced = String::from_utf8(refusal(431, "PAYLOAD_TOO_LARGE", explain(431))).unwrap();
-        assert!(replaced.contains("\"code\":\"PAYLOAD_TOO_LARGE\""), "{replaced}");
-        let (head, body) = replaced.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{replaced}");
     }
 }

@@ -207,7 +207,7 @@ struct SubscriptionsOnly(AppSchema);
 
 impl Executor for SubscriptionsOnly {
     async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match input_check::check_request(&mut request) {
+        match input_check::check_request(&self.0, &mut request) {
             Ok(()) => self.0.execute(request).await,
             Err(refused) => async_graphql::Response::from_errors(vec![refused]),
         }
@@ -218,7 +218,7 @@ impl Executor for SubscriptionsOnly {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        if let Err(refused) = input_check::check_request(&mut request) {
+        if let Err(refused) = input_check::check_request(&self.0, &mut request) {
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![refused]) })
                 .boxed();
         }

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::crypto::Keyring;
-use crate::db::{SchemaName, TenantTx};
+use crate::db::{SchemaName, TenantPool, TenantTx};
 use crate::error::AppError;
 
 /// A claimed job.
@@ -34,11 +34,11 @@ pub struct Job {
 pub struct JobCtx {
     pub job: Job,
     pool: Pool,
-    tenant_pool: Pool,
+    tenant_pool: TenantPool,
 }
 
 impl JobCtx {
-    pub(crate) fn new(job: Job, pool: Pool, tenant_pool: Pool) -> Self {
+    pub(crate) fn new(job: Job, pool: Pool, tenant_pool: TenantPool) -> Self {
         Self { job, pool, tenant_pool }
     }
 

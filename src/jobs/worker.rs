@@ -18,6 +18,7 @@ use super::completions::{Completions, Held};
 use super::context::{Job, JobCtx, JobError, Registry};
 use super::{JobState, repo};
 use crate::config::Config;
+use crate::db::TenantPool;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ impl WorkerSettings {
 /// A worker, not started yet.
 pub struct Worker {
     pool: Pool,
-    tenant_pool: Pool,
+    tenant_pool: TenantPool,
     registry: Registry,
     settings: WorkerSettings,
     wake: Arc<Notify>,
@@ -74,7 +75,7 @@ pub struct Worker {
 
 struct Shared {
     pool: Pool,
-    tenant_pool: Pool,
+    tenant_pool: TenantPool,
     registry: Registry,
     settings: WorkerSettings,
     /// Names this worker in `locked_by`.
@@ -93,7 +94,14 @@ pub struct WorkerHandle {
 }
 
 impl Worker {
-    pub fn new(pool: Pool, tenant_pool: Pool, registry: Registry, settings: WorkerSettings) -> Self {
+    /// `tenant_pool`: a plain pool is a direct connection (see `TenantPool`).
+    pub fn new(
+        pool: Pool,
+        tenant_pool: impl Into<TenantPool>,
+        registry: Registry,
+        settings: WorkerSettings,
+    ) -> Self {
+        let tenant_pool = tenant_pool.into();
         Self { pool, tenant_pool, registry, settings, wake: Arc::new(Notify::new()) }
     }
 

@@ -142,15 +142,20 @@ async fn migrations_applied_by_another_process_under_load_fail_no_request() {
     }
 }
 
+/// A tenant with no owner; its schema.
+async fn one_tenant(pool: &deadpool_postgres::Pool, name: &str, subdomain: &str) -> SchemaName {
+    let new = NewTenant {
+        name: TenantName::parse(name).unwrap(),
+        subdomain: Subdomain::parse(subdomain).unwrap(),
+        owner: None,
+    };
+    provision(pool, &MigrationSet::tenant(), new).await.unwrap().schema
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_cached_before_its_table_changed_type_is_retried_not_failed() {
     let (_db, pool) = control_db().await;
-    let new = NewTenant {
-        name: TenantName::parse("Stale").unwrap(),
-        subdomain: Subdomain::parse("stale").unwrap(),
-        owner: None,
-    };
-    let schema: SchemaName = provision(&pool, &MigrationSet::tenant(), new).await.unwrap().schema;
+    let schema = one_tenant(&pool, "Stale", "stale").await;
     // One connection: every statement below meets the same statement cache.
     let one = build_pool(&_db.url, 1).unwrap();
     let alter = |ty: &'static str| {
@@ -273,4 +278,40 @@ async fn a_migration_blocked_by_a_long_request_steps_aside_and_retries_instead_o
     let (report, ()) = tokio::join!(migrate, traffic);
     let report = report.unwrap();
     assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
+}
+
+/// Two apps in one process, one behind a transaction pooler and one not: each tenant pool keeps
+/// its own way of sending statements (nothing process-wide decides it).
+#[tokio::test]
+async fn two_tenant_pools_in_one_process_keep_their_own_statement_mode() {
+    use tenantry::config::Pooler;
+    use tenantry::db::TenantPool;
+    let (_db, pool) = control_db().await;
+    let schema = one_tenant(&pool, "Modes", "modes").await;
+    // One connection each, so each pool's statement cache is the one inspected below.
+    let pooled = TenantPool::new(build_pool(&_db.url, 1).unwrap(), Pooler::Transaction);
+    let direct = TenantPool::new(build_pool(&_db.url, 1).unwrap(), Pooler::None);
+    let read = "select id, name from projects where name = $1";
+    for _ in 0..2 {
+        for tenant_pool in [&pooled, &direct] {
+            let mut tx = TenantTx::begin_single(tenant_pool, &schema).await.unwrap();
+            tx.query(read, &[&"none"]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    // Behind the pooler: unnamed statements, types learnt for this pool only, nothing prepared
+    // left on the connection. Direct: a cached prepared statement, no unnamed ones.
+    assert_eq!(pooled.unnamed().map(|types| types.len()), Some(1));
+    assert_eq!(pooled.get().await.unwrap().statement_cache.size(), 0);
+    assert!(direct.unnamed().is_none());
+    assert!(direct.get().await.unwrap().statement_cache.size() > 0);
+    let prepared: i64 = direct
+        .get()
+        .await
+        .unwrap()
+        .query_one("select count(*) from pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(prepared >= 1, "the direct pool's connection holds its prepared statement");
 }
