@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod job_handlers;
+mod process;
 pub mod services;
 
 use crate::config::{Config, ExposeSecret, Pooler};

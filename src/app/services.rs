@@ -93,6 +93,7 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
         metrics_token: config.metrics_token.clone().filter(|t| !t.expose_secret().is_empty()),
         request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         playground: config.playground_enabled(),
+        metrics: super::process::metrics_recorder().clone(),
     })
 }
 
@@ -123,6 +124,7 @@ fn password_hasher(config: &Config) -> anyhow::Result<Hasher> {
         || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         |n| n as usize,
     );
+    super::process::return_large_blocks_at_once();
     Hasher::start(
         threads,
         config.password_hash_queue as usize,

@@ -31,7 +31,6 @@ pub struct Hasher {
 impl Hasher {
     /// Starts `threads` hashing threads (at least one) with room for `queue` waiting hashes.
     pub fn start(threads: usize, queue: usize, timeout: Duration) -> anyhow::Result<Self> {
-        return_large_blocks_at_once();
         let (jobs, incoming) = crossbeam_channel::bounded::<Job>(queue);
         for n in 0..threads.max(1) {
             let incoming = incoming.clone();
@@ -76,29 +75,6 @@ impl Hasher {
                 Err(busy())
             }
         }
-    }
-}
-
-/// Makes glibc serve every allocation of 1 MiB or more (argon2's 19 MiB block array) straight
-/// from `mmap` and give it back with `munmap` when freed. By default glibc raises that threshold
-/// after the first such free, and the arrays then come from its per-thread arenas, which keep
-/// them: measured, a flood of sign-ins left 7 arenas of ~57 MiB (+350 MiB) resident for good.
-fn return_large_blocks_at_once() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::Once;
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: `mallopt` only changes an allocator tunable; it is thread-safe in glibc
-            // and takes plain integers.
-            #[allow(unsafe_code, reason = "a libc call; no safe wrapper for mallopt")]
-            let ok = unsafe { nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20) };
-            if ok != 1 {
-                tracing::warn!(
-                    "could not set the allocator's mmap threshold; memory may stay high after a sign-in flood"
-                );
-            }
-        });
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Respo
             return response;
         }
     }
-    let body = render(&http.app).await;
+    let body = render(&http.app, &http.settings.metrics).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -38,7 +38,7 @@ fn same_secret(given: &str, expected: &str) -> bool {
 }
 
 /// Samples the gauges read at scrape time (pool, tenants, memory), then renders everything.
-pub async fn render(state: &AppState) -> String {
+pub async fn render(state: &AppState, handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
     let pool = state.pool.status();
     gauge!(m::DB_POOL_SIZE).set(pool.size as f64);
     gauge!(m::DB_POOL_IN_USE).set(pool.size.saturating_sub(pool.available) as f64);
@@ -64,7 +64,7 @@ pub async fn render(state: &AppState) -> String {
         }
         Err(err) => tracing::warn!(error = ?err, "metrics: reading the job queue failed"),
     }
-    let handle = m::handle();
+
     handle.run_upkeep();
     handle.render()
 }

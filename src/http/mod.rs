@@ -55,6 +55,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Whether `/playground` is served.
     pub playground: bool,
+    /// Renders `/metrics` (the process's recorder, installed before the first request).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// What the HTTP edge enforces beyond hyper's limits on request heads.
@@ -87,8 +89,6 @@ pub fn router(app: AppState, settings: HttpSettings) -> Router {
 /// The router with `extra` routes merged in (an embedding application's own REST routes); they
 /// get the same request ids, logs, metrics, CORS, headers, timeout and panic handling.
 pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Router {
-    // Installed before the first request, so every metric is described from the start.
-    crate::telemetry::metrics::handle();
     let cors = hardening::cors(&settings.cors_origins);
     let state = HttpState {
         app,

@@ -4,10 +4,7 @@
 //! Labels are bounded: route, method, status, operation type, outcome, cache, tenant status —
 //! never a tenant or user id (per-tenant figures belong in the usage report).
 
-use std::sync::OnceLock;
-
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -28,23 +25,10 @@ pub const JOBS_DEAD: &str = "jobs_dead";
 pub const JOBS_OLDEST_AGE: &str = "jobs_oldest_queued_age_seconds";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 1 ms to 10 s.
-const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Installs the recorder once per process (servers built in one test process share it).
-pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
-            .expect("non-empty buckets")
-            .install_recorder()
-            .expect("the only metrics recorder in this process");
-        describe();
-        handle
-    })
-}
-
-fn describe() {
+/// Describes every metric this module names (called once, when the recorder is installed).
+pub fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, matched route and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by method and matched route");
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being handled now");
