@@ -12,8 +12,11 @@ mod playground;
 mod serve;
 mod webhook;
 mod ws;
+mod ws_registry;
 
 pub use serve::{EdgeLimits, serve};
+pub use ws::WsSettings;
+pub use ws_registry::LiveSockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +57,10 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Whether `/playground` is served.
     pub playground: bool,
+    /// Limits on `/graphql/ws`.
+    pub ws: WsSettings,
+    /// The open websockets, told by the assembly when credentials, members or tenants change.
+    pub live: Arc<LiveSockets>,
 }
 
 /// What the HTTP edge enforces beyond hyper's limits on request heads.

@@ -48,3 +48,4 @@ mod tenants;
 mod tokens;
 mod usage;
 mod validation;
+mod ws_limits;
