@@ -177,7 +177,13 @@ async fn serve(
     let (mut sink, stream) = socket.split();
     let seen = Arc::new(Mutex::new(Seen { empty_since: Some(Instant::now()), ..Seen::default() }));
     let (outbox, mut replies) = mpsc::channel(8);
-    let gate = Gate { inner: stream, seen: seen.clone(), outbox, protocol, max_subscriptions: settings.max_subscriptions };
+    let gate = Gate {
+        inner: stream,
+        seen: seen.clone(),
+        outbox,
+        protocol,
+        max_subscriptions: settings.max_subscriptions,
+    };
     let shared = Arc::new(Shared { conn: Mutex::default(), standing: watch::Sender::new(None), client_ip });
     let registration = Arc::new(registration);
     // The close code a refused `connection_init` should end with.
@@ -209,8 +215,10 @@ async fn serve(
             }
         }
     };
-    let executor = SubscriptionsOnly { schema: http.schema.clone(), state: http.app.clone(), shared: shared.clone() };
-    let mut messages = async_graphql::http::WebSocket::new(executor, gate, protocol).on_connection_init(on_init);
+    let executor =
+        SubscriptionsOnly { schema: http.schema.clone(), state: http.app.clone(), shared: shared.clone() };
+    let mut messages =
+        async_graphql::http::WebSocket::new(executor, gate, protocol).on_connection_init(on_init);
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     let mut stopping = http.app.usage.live.stopping();
     let ping = match protocol {
@@ -406,7 +414,13 @@ impl futures::Stream for Gate {
             let id = peek.id.unwrap_or_default();
             let mut seen = lock(&self.seen);
             match peek.kind.as_str() {
-                "connection_init" => seen.init = true,
+                "connection_init" => {
+                    seen.init = true;
+                    // Idle from now on until a subscription starts.
+                    if seen.ids.is_empty() {
+                        seen.empty_since = Some(Instant::now());
+                    }
+                }
                 "subscribe" | "start" => {
                     if !seen.init {
                         drop(seen);

@@ -38,7 +38,9 @@ impl Caller {
 
     /// `from_headers`, with the access token's `exp` (Unix seconds) for a signed-in user.
     pub async fn from_headers_until(state: &AppState, headers: &HeaderMap) -> (Self, Option<i64>) {
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return (Self::Anonymous, None) };
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return (Self::Anonymous, None);
+        };
         let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
             return (Self::Rejected(TokenRejected::Invalid), None);
         };
@@ -80,7 +82,12 @@ impl Needs {
     }
 
     /// Whether a caller with `role` in a tenant with `access` still meets every need.
-    pub fn met_by(&self, role: Role, access: &TenantAccess, plans: &crate::plans::PlanCatalog) -> Result<(), AppError> {
+    pub fn met_by(
+        &self,
+        role: Role,
+        access: &TenantAccess,
+        plans: &crate::plans::PlanCatalog,
+    ) -> Result<(), AppError> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.role.is_some_and(|needed| role > needed) {
             return Err(AppError::Forbidden("your role in this tenant no longer allows this subscription"));

@@ -90,7 +90,11 @@ async fn the_subscription_past_the_limit_gets_an_error_and_the_socket_keeps_work
             ws.start(&format!("s{i}"), SUBSCRIBE).await;
         }
         let refused = ws.next().await.unwrap();
-        assert_eq!((refused["type"].as_str(), refused["id"].as_str()), (Some("error"), Some("s50")), "{refused}");
+        assert_eq!(
+            (refused["type"].as_str(), refused["id"].as_str()),
+            (Some("error"), Some("s50")),
+            "{refused}"
+        );
         let error = if ws.legacy { &refused["payload"] } else { &refused["payload"][0] };
         assert_eq!(error["extensions"]["code"], "VALIDATION", "{refused}");
         // The socket still serves: one ended, a new one takes its place and gets updates.
@@ -163,7 +167,8 @@ async fn a_socket_is_closed_with_4403_when_its_access_token_expires() {
     let (app, ann) = acme(|_| {}).await;
     let user = app.user_id(&ann).await;
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": user, "iss": "http://app.test", "aud": "tenantry", "iat": now, "exp": now + 2 });
+    let claims =
+        json!({ "sub": user, "iss": "http://app.test", "aud": "tenantry", "iat": now, "exp": now + 2 });
     let short = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -210,7 +215,8 @@ async fn a_removed_members_subscription_ends_on_another_replica_within_a_second(
     ws.subscribe(&bea, "acme").await;
     ws.updated(&app, &ann, "acme", "1").await;
     let remove = "mutation($u: ID!) { removeMember(userId: $u) }";
-    let (_, body) = app.graphql(As::member(&ann, "acme"), remove, json!({ "u": app.user_id(&bea).await })).await;
+    let (_, body) =
+        app.graphql(As::member(&ann, "acme"), remove, json!({ "u": app.user_id(&bea).await })).await;
     assert!(body["errors"].is_null(), "{body}");
     ws.ended_within_a_second("1", "FORBIDDEN").await;
 }
@@ -233,9 +239,15 @@ async fn a_plan_that_loses_a_feature_ends_only_the_subscriptions_that_need_it() 
                 continue;
             }
             assert_eq!(message["id"], "days", "{message}");
-            assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "FEATURE_NOT_IN_PLAN", "{message}");
+            assert_eq!(
+                message["payload"]["errors"][0]["extensions"]["code"], "FEATURE_NOT_IN_PLAN",
+                "{message}"
+            );
             let complete = ws.next().await.unwrap();
-            assert_eq!((complete["type"].as_str(), complete["id"].as_str()), (Some("complete"), Some("days")));
+            assert_eq!(
+                (complete["type"].as_str(), complete["id"].as_str()),
+                (Some("complete"), Some("days"))
+            );
             return;
         }
     };
@@ -261,7 +273,7 @@ async fn socket_memory() {
     let limit = n.to_string();
     let server = ServerProcess::replica(&app.db.url, &[("WS_MAX_SUBSCRIPTIONS_PER_SOCKET", &limit)]).await;
     let pid = server.child.id();
-    let round = |label: &'static str| {
+    let round = |label: &'static str, n: usize| {
         let (app, ann, server) = (&app, &ann, &server);
         async move {
             let mut ws = Ws::connect(&server.address, "graphql-transport-ws").await;
@@ -290,12 +302,14 @@ async fn socket_memory() {
             (open, after)
         }
     };
+    // Warmed up (connections, caches, threads) by a small socket first.
+    round("warm-up", 10).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = rss_kib(pid);
     println!("baseline {baseline} KiB");
-    let (open1, after1) = round("round 1").await;
-    let (open2, after2) = round("round 2").await;
-    let (open3, after3) = round("round 3").await;
+    let (open1, after1) = round("round 1", n).await;
+    let (open2, after2) = round("round 2", n).await;
+    let (open3, after3) = round("round 3", n).await;
     println!(
         "left behind after each round: {} / {} / {} KiB (peaks {} / {} / {})",
         after1 as i64 - baseline as i64,
