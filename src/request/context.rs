@@ -282,3 +282,49 @@ impl RequestCtx {
         Ok(&self.tenant()?.tenant)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::SchemaName;
+    use crate::plans::PlanCatalog;
+    use crate::tenancy::model::TenantStatus;
+
+    fn on_plan(plan: &str, catalog: &PlanCatalog) -> TenantAccess {
+        let id = Uuid::new_v4();
+        let tenant = Tenant {
+            id,
+            name: "Acme".into(),
+            subdomain: "acme".into(),
+            domain: None,
+            plan: plan.into(),
+            status: TenantStatus::Active,
+            expires_at: None,
+            settings: serde_json::json!({}),
+            owner_id: None,
+            schema: SchemaName::for_tenant(id),
+            migration_version: 0,
+            created_at: chrono::Utc::now(),
+            deleted_at: None,
+        };
+        TenantAccess::new(tenant, catalog)
+    }
+
+    #[test]
+    fn needs_keep_the_most_demanding_role_and_every_feature_checked() {
+        let catalog = PlanCatalog::builtin();
+        let (enterprise, free) = (on_plan("enterprise", &catalog), on_plan("free", &catalog));
+        let needs = Needs::default();
+        assert!(needs.met_by(Role::Viewer, &free, &catalog).is_ok(), "nothing checked, nothing needed");
+        needs.role(Role::Viewer);
+        needs.role(Role::Admin);
+        needs.role(Role::Member);
+        assert!(needs.met_by(Role::Admin, &free, &catalog).is_ok());
+        let demoted = needs.met_by(Role::Member, &free, &catalog).unwrap_err();
+        assert_eq!(demoted.code(), "FORBIDDEN", "demoted below the role a guard asked for");
+        needs.feature(Feature::AdvancedAnalytics);
+        assert!(needs.met_by(Role::Owner, &enterprise, &catalog).is_ok());
+        let downgraded = needs.met_by(Role::Owner, &free, &catalog).unwrap_err();
+        assert_eq!(downgraded.code(), "FEATURE_NOT_IN_PLAN");
+    }
+}
