@@ -183,6 +183,9 @@ async fn fanout() -> anyhow::Result<()> {
         // Long enough that the traffic below is counted in one flush (it takes well under a
         // second), so the spread of deliveries is that of one flush's fan-out.
         .env("USAGE_FLUSH_MS", flush_ms.to_string())
+        // Every subscriber connects from 127.0.0.1.
+        .env("WS_MAX_SOCKETS_PER_IP", subscribers.to_string())
+        .env("WS_MAX_SOCKETS_PER_TENANT", subscribers.to_string())
         .spawn()?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");

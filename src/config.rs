@@ -227,6 +227,27 @@ pub struct Config {
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, global = true)]
     pub header_read_timeout_secs: u64,
 
+    // Websockets (`/graphql/ws`).
+    /// Seconds a new websocket has to send `connection_init`; later, it is closed with 4408.
+    #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub ws_init_timeout_secs: u64,
+
+    /// Seconds a websocket may stay open without a subscription before it is closed (1000).
+    #[arg(long, env = "WS_IDLE_TIMEOUT_SECS", default_value_t = 120, global = true)]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Subscriptions one websocket may hold at once; the next one is refused with an error.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS_PER_SOCKET", default_value_t = 50, global = true)]
+    pub ws_max_subscriptions_per_socket: usize,
+
+    /// Open websockets per tenant, per process; the next is closed with 4429.
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_TENANT", default_value_t = 1000, global = true)]
+    pub ws_max_sockets_per_tenant: usize,
+
+    /// Open websockets per client IP (IPv6: per /64), per process; the next is closed with 4429.
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_IP", default_value_t = 200, global = true)]
+    pub ws_max_sockets_per_ip: usize,
+
     /// `iss` of issued access tokens, required on presented ones. Unset: PUBLIC_URL.
     #[arg(long, env = "JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,

@@ -17,6 +17,7 @@ use crate::db::migrate::{MigrationSet, migrate_control};
 use crate::db::notify::{self, BusEvent};
 use crate::db::{TenantPool, build_pool, check_reachable};
 use crate::error::AppError;
+use crate::http::LiveSockets;
 use crate::jobs::{Registry, Worker, WorkerSettings};
 use crate::plans::PlanCatalog;
 pub use crate::state::AppState;
@@ -53,7 +54,9 @@ async fn maintain(state: AppState) {
 
 /// Reacts to the notification bus: drops what changed, or everything after a reconnect
 /// (notifications may have been missed while disconnected).
-async fn on_bus_event(state: &AppState, event: BusEvent) {
+///
+/// Open websockets affected by a change check their access again, after the caches forgot it.
+async fn on_bus_event(state: &AppState, sockets: &LiveSockets, event: BusEvent) {
     let BusEvent::Notice { channel, payload } = event else {
         // A missed `tenant_migrated` could leave stale statements: drop them too.
         state.pool.manager().statement_caches.clear();
@@ -61,6 +64,7 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
         state.access.clear();
         state.members.clear();
         state.api_keys.clear();
+        sockets.recheck_all();
         return;
     };
     match channel.as_str() {
@@ -68,16 +72,26 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
             // Host names may have moved too, and they cannot be found by id: forget them all.
             state.tenants.clear();
             match payload.parse() {
-                Ok(id) => state.access.invalidate(id).await,
-                Err(_) => state.access.clear(),
+                Ok(id) => {
+                    state.access.invalidate(id).await;
+                    sockets.tenant_changed(id);
+                }
+                Err(_) => {
+                    state.access.clear();
+                    sockets.recheck_all();
+                }
             }
         }
         notify::MEMBER_CHANGED => match payload.split_once(':').map(|(t, u)| (t.parse(), u.parse())) {
             Some((Ok(tenant), Ok(user))) => {
                 state.members.forget(tenant, user).await;
                 state.usage.gauges.members_changed(tenant).await;
+                sockets.member_changed(tenant, user);
             }
-            _ => state.members.clear(),
+            _ => {
+                state.members.clear();
+                sockets.recheck_all();
+            }
         },
         notify::USAGE => state.usage.on_notice(&payload),
         notify::STORAGE => {
@@ -87,7 +101,10 @@ async fn on_bus_event(state: &AppState, event: BusEvent) {
                 state.usage.gauges.set_storage(tenant, bytes).await;
             }
         }
-        notify::API_KEY_CHANGED => state.api_keys.forget(&payload).await,
+        notify::API_KEY_CHANGED => {
+            state.api_keys.forget(&payload).await;
+            sockets.api_key_changed();
+        }
         notify::TENANT_MIGRATED => {
             // The tenant's next load carries its new migration version, and requests key their
             // cached statements by it: the old statements are never used again (the size cap
@@ -252,8 +269,10 @@ impl Application {
         let pg_config: tokio_postgres::Config = listen_url.parse()?;
         let bus = notify::spawn_listener(pg_config, {
             let state = state.clone();
+            let sockets = http.live.clone();
             move |event| {
                 let state = state.clone();
+                let sockets = sockets.clone();
                 let job_wake = job_wake.clone();
                 async move {
                     let for_jobs = match &event {
@@ -264,7 +283,7 @@ impl Application {
                     if for_jobs && let Some(wake) = &job_wake {
                         wake.notify_one();
                     }
-                    on_bus_event(&state, event).await
+                    on_bus_event(&state, &sockets, event).await
                 }
             }
         });

@@ -5,6 +5,7 @@
 //! something happens here.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,7 +25,7 @@ use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
 use crate::http::client_ip::TrustedProxies;
-use crate::http::{EdgeLimits, EdgeSettings, HttpSettings};
+use crate::http::{EdgeLimits, EdgeSettings, HttpSettings, LiveSockets, WsSettings};
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
@@ -94,6 +95,15 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
         request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         playground: config.playground_enabled(),
         metrics: super::process::metrics_recorder().clone(),
+        ws: WsSettings {
+            init_timeout: Duration::from_secs(config.ws_init_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
+            max_subscriptions: config.ws_max_subscriptions_per_socket.max(1),
+        },
+        live: Arc::new(LiveSockets::new(
+            config.ws_max_sockets_per_ip.max(1),
+            config.ws_max_sockets_per_tenant.max(1),
+        )),
     })
 }
 

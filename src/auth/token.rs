@@ -88,11 +88,16 @@ impl TokenKeys {
     /// The user a token names, if it is authentic, unexpired, meant for this server, and no
     /// longer-lived than the tokens this server issues (a leaked secret cannot mint forever-tokens).
     pub fn verify(&self, token: &str) -> Result<Uuid, TokenRejected> {
+        self.verify_until(token).map(|(user, _)| user)
+    }
+
+    /// `verify`, with the token's `exp` (Unix seconds): a websocket ends when its token does.
+    pub fn verify_until(&self, token: &str) -> Result<(Uuid, i64), TokenRejected> {
         let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
         let now = chrono::Utc::now().timestamp();
         if let Some((sub, exp)) = self.verified.get(token) {
             // The same test jsonwebtoken makes on `exp`.
-            return if exp < now - leeway { Err(TokenRejected::Expired) } else { Ok(sub) };
+            return if exp < now - leeway { Err(TokenRejected::Expired) } else { Ok((sub, exp)) };
         }
         match decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => {
@@ -103,7 +108,7 @@ impl TokenKeys {
                 if token.len() <= VERIFIED_MAX_LEN {
                     self.verified.insert(token.into(), (sub, exp));
                 }
-                Ok(sub)
+                Ok((sub, exp))
             }
             Err(err) if matches!(err.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(TokenRejected::Expired)

@@ -13,8 +13,11 @@ mod playground;
 mod serve;
 mod webhook;
 mod ws;
+mod ws_registry;
 
 pub use serve::{EdgeLimits, serve};
+pub use ws::WsSettings;
+pub use ws_registry::LiveSockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,10 @@ pub struct HttpSettings {
     pub playground: bool,
     /// Renders `/metrics` (the process's recorder, installed before the first request).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Limits on `/graphql/ws`.
+    pub ws: WsSettings,
+    /// The open websockets, told by the assembly when credentials, members or tenants change.
+    pub live: Arc<LiveSockets>,
 }
 
 /// What the HTTP edge enforces beyond hyper's limits on request heads.

@@ -2,9 +2,13 @@
 //! legacy graphql-ws one. Caller and tenant come in the `connection_init` payload
 //! `{"authorization": "Bearer …", "tenant": "<subdomain>"}`.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -15,11 +19,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
 
 use super::HttpState;
+use super::client_ip::ClientIp;
+use super::ws_registry::Registration;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
 use crate::graphql::input_check;
+use crate::members::Role;
+use crate::plans::TenantAccess;
 use crate::request::context::{Caller, RequestCtx};
 use crate::request::tenant as resolve;
 use crate::state::AppState;
@@ -27,14 +37,30 @@ use crate::state::AppState;
 /// How often the server pings an idle socket (keeps proxies from closing it).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const READ_BUFFER: usize = 4 * 1024;
-/// Larger client messages (a subscription document) are refused.
+/// Larger client messages (a subscription document) close the socket with 1009.
 const MAX_MESSAGE: usize = 64 * 1024;
-/// Close codes: the graphql-transport-ws ones for a refused `connection_init`.
+/// Close codes: the graphql-transport-ws ones for a refused `connection_init`, a late one,
+/// a subscription id already running, and too many sockets.
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 const CLOSE_FORBIDDEN: u16 = 4403;
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
+const CLOSE_DUPLICATE: u16 = 4409;
+const CLOSE_TOO_MANY: u16 = 4429;
+
+/// Limits on `/graphql/ws` (built by `app::services::http_settings`).
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// `WS_INIT_TIMEOUT_SECS`: time to send `connection_init` (else 4408).
+    pub init_timeout: Duration,
+    /// `WS_IDLE_TIMEOUT_SECS`: time a socket may stay open without a subscription.
+    pub idle_timeout: Duration,
+    /// `WS_MAX_SUBSCRIPTIONS_PER_SOCKET`.
+    pub max_subscriptions: usize,
+}
 
 pub async fn handler(
     State(http): State<HttpState>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -49,6 +75,7 @@ pub async fn handler(
         );
         return (StatusCode::BAD_REQUEST, axum::Json(body.graphql_body())).into_response();
     };
+    let registration = http.settings.live.open(client_ip);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // Client messages are small; the 128 KiB default read buffer, allocated up front per
@@ -56,7 +83,15 @@ pub async fn handler(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(http, socket, protocol))
+        .on_upgrade(move |mut socket| async move {
+            match registration {
+                Ok(registration) => serve(http, socket, protocol, client_ip, registration).await,
+                Err(reason) => {
+                    let frame = CloseFrame { code: CLOSE_TOO_MANY, reason: truncate(reason).into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+            }
+        })
 }
 
 /// The `connection_init` payload: `authorization` and `tenant`. Clients also send their HTTP
@@ -93,64 +128,343 @@ impl Init {
     }
 }
 
-async fn serve(http: HttpState, socket: WebSocket, protocol: WebSocketProtocols) {
+/// What a socket learned from its accepted `connection_init`.
+struct Conn {
+    /// The `connection_init` as headers: the credential is checked again on every change.
+    headers: HeaderMap,
+    tenant: Uuid,
+}
+
+/// The socket's current standing: the caller and tenant subscriptions run for, or why they no
+/// longer may (`None` before `connection_init` is accepted).
+type Standing = Option<Result<Arc<Granted>, async_graphql::Error>>;
+
+struct Granted {
+    caller: Caller,
+    access: Arc<TenantAccess>,
+    role: Role,
+}
+
+/// What the socket task and its subscriptions share.
+struct Shared {
+    conn: Mutex<Option<Conn>>,
+    standing: watch::Sender<Standing>,
+    client_ip: Option<IpAddr>,
+}
+
+/// What the socket's client has sent, as the gate saw it.
+#[derive(Default)]
+struct Seen {
+    init: bool,
+    /// Ids of the subscriptions running now.
+    ids: HashSet<String>,
+    /// Most subscriptions held at once (memory is handed back after a big socket closes).
+    peak: usize,
+    /// When the socket last had no subscription.
+    empty_since: Option<Instant>,
+    /// Close code and reason the gate decided on.
+    close: Option<(u16, String)>,
+}
+
+async fn serve(
+    http: HttpState,
+    socket: WebSocket,
+    protocol: WebSocketProtocols,
+    client_ip: Option<IpAddr>,
+    registration: Registration,
+) {
+    let settings = http.settings.ws;
     let (mut sink, stream) = socket.split();
-    let input = stream.take_while(|msg| futures::future::ready(msg.is_ok())).filter_map(|msg| {
-        futures::future::ready(match msg {
-            Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
-            Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-            _ => None,
-        })
-    });
+    let seen = Arc::new(Mutex::new(Seen { empty_since: Some(Instant::now()), ..Seen::default() }));
+    let (outbox, mut replies) = mpsc::channel(8);
+    let gate = Gate {
+        inner: stream,
+        seen: seen.clone(),
+        outbox,
+        protocol,
+        max_subscriptions: settings.max_subscriptions,
+    };
+    let shared = Arc::new(Shared { conn: Mutex::default(), standing: watch::Sender::new(None), client_ip });
+    let registration = Arc::new(registration);
     // The close code a refused `connection_init` should end with.
     let refused: Arc<Mutex<Option<u16>>> = Arc::default();
+    // The access token's `exp`, for a signed-in caller.
+    let expires: Arc<Mutex<Option<i64>>> = Arc::default();
     let state = http.app.clone();
     let on_init = {
-        let refused = refused.clone();
+        let (refused, shared, registration, expires) =
+            (refused.clone(), shared.clone(), registration.clone(), expires.clone());
         move |payload: serde_json::Value| async move {
-            connection_data(state, payload).await.map_err(|(code, err)| {
-                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(code);
-                async_graphql::Error::new(format!("{}: {}", err.code(), err.message()))
-            })
+            let accepted = connect(&state, &payload).await.and_then(|(conn, granted, exp)| {
+                registration
+                    .join(conn.tenant, &granted.caller)
+                    .map_err(|reason| (CLOSE_TOO_MANY, AppError::validation("connection_init", reason)))?;
+                Ok((conn, granted, exp))
+            });
+            match accepted {
+                Ok((conn, granted, exp)) => {
+                    *lock(&expires) = exp;
+                    *lock(&shared.conn) = Some(conn);
+                    shared.standing.send_replace(Some(Ok(Arc::new(granted))));
+                    Ok(Data::default())
+                }
+                Err((code, err)) => {
+                    *lock(&refused) = Some(code);
+                    Err(async_graphql::Error::new(format!("{}: {}", err.code(), err.message())))
+                }
+            }
         }
     };
+    let executor =
+        SubscriptionsOnly { schema: http.schema.clone(), state: http.app.clone(), shared: shared.clone() };
     let mut messages =
-        async_graphql::http::WebSocket::new(SubscriptionsOnly(http.schema.clone()), input, protocol)
-            .on_connection_init(on_init);
+        async_graphql::http::WebSocket::new(executor, gate, protocol).on_connection_init(on_init);
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     let mut stopping = http.app.usage.live.stopping();
     let ping = match protocol {
         WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
         WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
     };
+    let opened = Instant::now();
     let mut close = None;
     loop {
+        let (init, idle_since) = {
+            let seen = lock(&seen);
+            (seen.init, seen.empty_since)
+        };
+        // Before `connection_init`: its deadline; after: the idle deadline while nothing runs.
+        let deadline = if init {
+            idle_since.map(|since| (since + settings.idle_timeout, false))
+        } else {
+            Some((opened + settings.init_timeout, true))
+        };
+        let expiry = lock(&expires).map(until_unix);
         let outgoing = tokio::select! {
             message = messages.next() => match message {
-                Some(WsMessage::Text(text)) => Message::Text(text.into()),
+                Some(WsMessage::Text(text)) => {
+                    if let Some(id) = completed_id(&text) {
+                        let mut seen = lock(&seen);
+                        seen.ids.remove(&id);
+                        if seen.ids.is_empty() && seen.empty_since.is_none() {
+                            seen.empty_since = Some(Instant::now());
+                        }
+                    }
+                    Message::Text(text.into())
+                }
                 Some(WsMessage::Close(code, reason)) => {
                     close = Some((code, reason));
                     break;
                 }
                 None => break,
             },
+            Some(reply) = replies.recv() => reply,
             _ = keep_alive.tick() => Message::Text(ping.into()),
-            _ = stopping.wait_for(|stop| *stop) => {
+            () = registration.recheck().notified() => {
+                recheck(&http.app, &shared).await;
+                continue;
+            }
+            () = sleep_until(deadline.map(|(at, _)| at)) => {
+                close = Some(if deadline.is_some_and(|(_, init)| init) {
+                    (CLOSE_INIT_TIMEOUT, "Connection initialisation timeout".into())
+                } else {
+                    (1000, format!("no subscription for {} s; reconnect when you need one", settings.idle_timeout.as_secs()))
+                });
+                break;
+            }
+            () = sleep_until(expiry) => {
+                close = Some((CLOSE_FORBIDDEN, "the access token expired; reconnect with a fresh one".into()));
+                break;
+            }
+            () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
                 close = Some((1001, "the server is restarting; reconnect".into()));
                 break;
             }
         };
         if sink.send(outgoing).await.is_err() {
-            return;
+            break;
         }
     }
-    let refused = *refused.lock().unwrap_or_else(|p| p.into_inner());
+    let refused = *lock(&refused);
+    let gate_close = lock(&seen).close.take();
     if let Some(code) = refused {
         let reason = close.map(|(_, reason)| reason).unwrap_or_default();
         close = Some((code, reason));
+    } else if gate_close.is_some() {
+        close = gate_close;
     }
     let frame = close.map(|(code, reason)| CloseFrame { code, reason: truncate(reason).into() });
     let _ = sink.send(Message::Close(frame)).await;
+    drop(messages);
+    let peak = lock(&seen).peak;
+    http.settings.live.released(peak);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Resolves at `at`, never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The instant of a Unix time in seconds (now, if it has passed).
+fn until_unix(unix: i64) -> Instant {
+    let left = unix.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+    Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
+
+/// The id of a `complete` message async-graphql sends (it serialises the type first).
+fn completed_id(text: &str) -> Option<String> {
+    if !text.starts_with(r#"{"type":"complete""#) {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(text).ok()?["id"].as_str().map(str::to_owned)
+}
+
+/// Checks the socket's caller and tenant again after a change, and tells its subscriptions.
+async fn recheck(state: &AppState, shared: &Shared) {
+    let conn = lock(&shared.conn).as_ref().map(|conn| (conn.headers.clone(), conn.tenant));
+    let Some((headers, tenant)) = conn else { return };
+    let standing = match standing(state, &headers, tenant).await {
+        Ok(granted) => Ok(Arc::new(granted)),
+        Err(err) => Err(err.into()),
+    };
+    shared.standing.send_replace(Some(standing));
+}
+
+/// Whether the caller named by `headers` may still use `tenant`, and with which role.
+async fn standing(state: &AppState, headers: &HeaderMap, tenant: Uuid) -> Result<Granted, AppError> {
+    let caller = Caller::from_headers(state, headers).await;
+    if let Caller::Rejected(reason) = caller {
+        return Err(reason.into());
+    }
+    let access = resolve::by_id(state, tenant).await?.ok_or(AppError::NotFound("tenant"))?;
+    let ctx = RequestCtx::new(state.clone(), Some(access.clone()), caller);
+    let role = ctx.role().await?;
+    Ok(Granted { caller, access, role })
+}
+
+/// The client's messages on their way to async-graphql: refuses what breaks the socket's
+/// limits (answering, or closing with a code) before async-graphql sees it.
+struct Gate {
+    inner: futures::stream::SplitStream<WebSocket>,
+    seen: Arc<Mutex<Seen>>,
+    /// Answers the gate sends itself (the serving loop writes them).
+    outbox: mpsc::Sender<Message>,
+    protocol: WebSocketProtocols,
+    max_subscriptions: usize,
+}
+
+/// The fields of a client message the gate looks at.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl Gate {
+    fn close(&self, code: u16, reason: String) -> Poll<Option<Vec<u8>>> {
+        lock(&self.seen).close = Some((code, reason));
+        Poll::Ready(None)
+    }
+
+    /// The error a refused subscription gets: `error` in both protocols (the operation ends).
+    fn refusal(&self, id: &str, err: AppError) -> Message {
+        let error = async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
+        let payload = match self.protocol {
+            WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
+            WebSocketProtocols::SubscriptionsTransportWS => serde_json::json!(error),
+        };
+        Message::Text(serde_json::json!({ "type": "error", "id": id, "payload": payload }).to_string().into())
+    }
+}
+
+impl futures::Stream for Gate {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        loop {
+            if lock(&self.seen).close.is_some() {
+                return Poll::Ready(None);
+            }
+            // Answers not yet written: read nothing more until they are (the serving loop is
+            // woken by them and polls again), so a client cannot queue answers without bound.
+            if self.outbox.capacity() == 0 {
+                return Poll::Pending;
+            }
+            let bytes = match std::task::ready!(self.inner.poll_next_unpin(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(Message::Text(text))) => text.as_str().as_bytes().to_vec(),
+                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => {
+                    if too_long(err) {
+                        return self.close(1009, format!("message too large (at most {MAX_MESSAGE} bytes)"));
+                    }
+                    return Poll::Ready(None);
+                }
+            };
+            // What does not parse goes on: async-graphql answers it (1002).
+            let Ok(peek) = serde_json::from_slice::<Peek>(&bytes) else { return Poll::Ready(Some(bytes)) };
+            let id = peek.id.unwrap_or_default();
+            let mut seen = lock(&self.seen);
+            match peek.kind.as_str() {
+                "connection_init" => {
+                    seen.init = true;
+                    // Idle from now on until a subscription starts.
+                    if seen.ids.is_empty() {
+                        seen.empty_since = Some(Instant::now());
+                    }
+                }
+                "subscribe" | "start" => {
+                    if !seen.init {
+                        drop(seen);
+                        return self.close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
+                    }
+                    if seen.ids.contains(&id) {
+                        drop(seen);
+                        return self.close(CLOSE_DUPLICATE, format!("Subscriber for {id} already exists"));
+                    }
+                    if seen.ids.len() >= self.max_subscriptions {
+                        drop(seen);
+                        let err = AppError::validation(
+                            "subscribe",
+                            format!(
+                                "a socket holds at most {} subscriptions; complete one or open another socket",
+                                self.max_subscriptions
+                            ),
+                        );
+                        let reply = self.refusal(&id, err);
+                        let _ = self.outbox.try_send(reply);
+                        continue;
+                    }
+                    seen.ids.insert(id);
+                    seen.peak = seen.peak.max(seen.ids.len());
+                    seen.empty_since = None;
+                }
+                "complete" | "stop" => {
+                    seen.ids.remove(&id);
+                    if seen.ids.is_empty() && seen.empty_since.is_none() {
+                        seen.empty_since = Some(Instant::now());
+                    }
+                }
+                _ => {}
+            }
+            return Poll::Ready(Some(bytes));
+        }
+    }
+}
+
+/// Whether a read failed because the client's message passed the size limit.
+fn too_long(err: axum::Error) -> bool {
+    err.into_inner().downcast_ref::<tungstenite::Error>().is_some_and(|err| {
+        matches!(err, tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong { .. }))
+    })
 }
 
 /// Close reasons must fit a control frame (123 bytes).
@@ -161,10 +475,13 @@ fn truncate(mut reason: String) -> String {
     reason
 }
 
-/// Authenticates a `connection_init` payload; the request context every subscription of the
-/// socket shares, or the close code and error.
-async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<Data, (u16, AppError)> {
-    let init = Init::parse(&payload).map_err(|err| (CLOSE_FORBIDDEN, err))?;
+/// Authenticates a `connection_init` payload: what the socket keeps, the standing its
+/// subscriptions start from, and the access token's `exp`; or the close code and error.
+async fn connect(
+    state: &AppState,
+    payload: &serde_json::Value,
+) -> Result<(Conn, Granted, Option<i64>), (u16, AppError)> {
+    let init = Init::parse(payload).map_err(|err| (CLOSE_FORBIDDEN, err))?;
     let mut headers = HeaderMap::new();
     let header = |value: &str| {
         HeaderValue::from_str(value)
@@ -176,7 +493,7 @@ async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<
     if let Some(tenant) = &init.tenant {
         headers.insert("x-tenant", header(tenant)?);
     }
-    let caller = Caller::from_headers(&state, &headers).await;
+    let (caller, expires) = Caller::from_headers_until(state, &headers).await;
     if let Caller::Anonymous | Caller::Rejected(_) = caller {
         return Err((
             CLOSE_UNAUTHORIZED,
@@ -185,7 +502,7 @@ async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<
             ),
         ));
     }
-    let tenant = match resolve::resolve(&state, &headers).await {
+    let tenant = match resolve::resolve(state, &headers).await {
         Ok(Some(tenant)) => tenant,
         Ok(None) => {
             let err =
@@ -194,21 +511,28 @@ async fn connection_data(state: AppState, payload: serde_json::Value) -> Result<
         }
         Err(err) => return Err((CLOSE_FORBIDDEN, err)),
     };
-    let ctx = RequestCtx::new(state, Some(tenant), caller);
-    ctx.role().await.map_err(|err| (CLOSE_FORBIDDEN, err))?;
-    let mut data = Data::default();
-    data.insert(ctx);
-    Ok(data)
+    let ctx = RequestCtx::new(state.clone(), Some(tenant.clone()), caller);
+    let role = ctx.role().await.map_err(|err| (CLOSE_FORBIDDEN, err))?;
+    headers.remove("x-tenant");
+    let conn = Conn { headers, tenant: tenant.tenant.id };
+    Ok((conn, Granted { caller, access: tenant, role }, expires))
 }
 
 /// The schema, refusing queries and mutations: those go to `/graphql`, where they are metered.
+/// Each subscription runs with a request context of its own, built from the socket's current
+/// standing, and ends (with the reason) when a later standing no longer meets what it was
+/// checked for.
 #[derive(Clone)]
-struct SubscriptionsOnly(AppSchema);
+struct SubscriptionsOnly {
+    schema: AppSchema,
+    state: AppState,
+    shared: Arc<Shared>,
+}
 
 impl Executor for SubscriptionsOnly {
     async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match input_check::check_request(&self.0, &mut request) {
-            Ok(()) => self.0.execute(request).await,
+        match input_check::check_request(&self.schema, &mut request) {
+            Ok(()) => self.schema.execute(request).await,
             Err(refused) => async_graphql::Response::from_errors(vec![refused]),
         }
     }
@@ -218,20 +542,63 @@ impl Executor for SubscriptionsOnly {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        if let Err(refused) = input_check::check_request(&self.0, &mut request) {
-            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![refused]) })
-                .boxed();
+        if let Err(refused) = input_check::check_request(&self.schema, &mut request) {
+            return once_error(refused);
         }
-        if is_subscription(&mut request) {
-            return Executor::execute_stream(&self.0, request, session_data);
+        if !is_subscription(&mut request) {
+            let mut error = ServerError::new(
+                "only subscriptions go over /graphql/ws; send queries and mutations to /graphql",
+                None,
+            );
+            error.extensions.get_or_insert_with(Default::default).set("code", "VALIDATION");
+            return once_error(error);
         }
-        let mut error = ServerError::new(
-            "only subscriptions go over /graphql/ws; send queries and mutations to /graphql",
-            None,
-        );
-        error.extensions.get_or_insert_with(Default::default).set("code", "VALIDATION");
-        futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed()
+        let mut standing = self.shared.standing.subscribe();
+        let granted = match standing.borrow_and_update().clone() {
+            Some(Ok(granted)) => granted,
+            Some(Err(err)) => return once_error(err.into_server_error(async_graphql::Pos::default())),
+            None => return once_error(ServerError::new("the handshake is not completed", None)),
+        };
+        let ctx = RequestCtx::new(self.state.clone(), Some(granted.access.clone()), granted.caller)
+            .with_client_ip(self.shared.client_ip);
+        let needs = ctx.needs();
+        request.data.insert(ctx);
+        let updates = Executor::execute_stream(&self.schema, request, session_data);
+        let plans = self.state.clone();
+        futures::stream::unfold(Some((updates, standing)), move |running| {
+            let (needs, state) = (needs.clone(), plans.clone());
+            async move {
+                let (mut updates, mut standing) = running?;
+                loop {
+                    tokio::select! {
+                        biased;
+                        changed = standing.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                            let verdict = match standing.borrow_and_update().clone() {
+                                Some(Ok(granted)) => needs
+                                    .met_by(granted.role, &granted.access, &state.plans)
+                                    .map_err(async_graphql::Error::from),
+                                Some(Err(err)) => Err(err),
+                                None => Ok(()),
+                            };
+                            if let Err(err) = verdict {
+                                let error = err.into_server_error(async_graphql::Pos::default());
+                                return Some((async_graphql::Response::from_errors(vec![error]), None));
+                            }
+                        }
+                        update = updates.next() => return update.map(|update| (update, Some((updates, standing)))),
+                    }
+                }
+            }
+        })
+        .boxed()
     }
+}
+
+fn once_error(error: ServerError) -> BoxStream<'static, async_graphql::Response> {
+    futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed()
 }
 
 /// Whether the request runs a subscription (a document that does not parse is left to the schema).

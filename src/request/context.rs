@@ -33,16 +33,69 @@ pub enum Caller {
 impl Caller {
     /// Reads `Authorization: Bearer <access token | API key>`.
     pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Self {
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Self::Anonymous };
+        Self::from_headers_until(state, headers).await.0
+    }
+
+    /// `from_headers`, with the access token's `exp` (Unix seconds) for a signed-in user.
+    pub async fn from_headers_until(state: &AppState, headers: &HeaderMap) -> (Self, Option<i64>) {
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return (Self::Anonymous, None);
+        };
         let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
-            return Self::Rejected(TokenRejected::Invalid);
+            return (Self::Rejected(TokenRejected::Invalid), None);
         };
         let verified = if api_keys::looks_like_key(token) {
-            state.api_keys.authenticate(&state.pool, token).await.map(Self::ApiKey)
+            state.api_keys.authenticate(&state.pool, token).await.map(|key| (Self::ApiKey(key), None))
         } else {
-            state.tokens.verify(token).map(Self::User)
+            state.tokens.verify_until(token).map(|(user, exp)| (Self::User(user), Some(exp)))
         };
-        verified.unwrap_or_else(Self::Rejected)
+        verified.unwrap_or_else(|reason| (Self::Rejected(reason), None))
+    }
+}
+
+/// What a request (a subscription above all) was checked for: the least privileged role that
+/// still passes, and the plan features it needed. A live subscription is ended when its
+/// caller's role or tenant's plan no longer meets them.
+#[derive(Debug, Default)]
+pub struct Needs {
+    inner: std::sync::Mutex<NeedsInner>,
+}
+
+#[derive(Debug, Default)]
+struct NeedsInner {
+    role: Option<Role>,
+    features: Vec<Feature>,
+}
+
+impl Needs {
+    fn role(&self, role: Role) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Roles order from most (Owner) to least (Viewer) privileged: keep the most demanding.
+        inner.role = Some(inner.role.map_or(role, |seen| seen.min(role)));
+    }
+
+    fn feature(&self, feature: Feature) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.features.contains(&feature) {
+            inner.features.push(feature);
+        }
+    }
+
+    /// Whether a caller with `role` in a tenant with `access` still meets every need.
+    pub fn met_by(
+        &self,
+        role: Role,
+        access: &TenantAccess,
+        plans: &crate::plans::PlanCatalog,
+    ) -> Result<(), AppError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.role.is_some_and(|needed| role > needed) {
+            return Err(AppError::Forbidden("your role in this tenant no longer allows this subscription"));
+        }
+        for feature in &inner.features {
+            access.require(*feature, plans)?;
+        }
+        Ok(())
     }
 }
 
@@ -59,6 +112,8 @@ pub struct RequestCtx {
     client_ip: Option<IpAddr>,
     /// Whether the request has run its one operation that hashes a password or sends mail.
     costly_spent: AtomicBool,
+    /// What the request was checked for (roles, plan features).
+    needs: Arc<Needs>,
 }
 
 /// A pooled connection held under one of the request's turns.
@@ -85,7 +140,23 @@ impl RequestCtx {
             connections,
             client_ip: None,
             costly_spent: AtomicBool::new(false),
+            needs: Arc::default(),
         }
+    }
+
+    /// What the request has been checked for so far (its guards and `role()` record it).
+    pub fn needs(&self) -> Arc<Needs> {
+        Arc::clone(&self.needs)
+    }
+
+    /// Notes that the request needs `role` or a more privileged one (`RoleGuard`).
+    pub fn need_role(&self, role: Role) {
+        self.needs.role(role);
+    }
+
+    /// Notes that the request needs the tenant's plan to have `feature` (`FeatureGuard`).
+    pub fn need_feature(&self, feature: Feature) {
+        self.needs.feature(feature);
     }
 
     /// The client's IP address, as the HTTP layer determined it.
@@ -166,7 +237,10 @@ impl RequestCtx {
     /// The caller's role in the request's tenant; `FORBIDDEN` for non-members and for API keys
     /// of other tenants.
     pub async fn role(&self) -> Result<Role, AppError> {
+        // Any role: a member, or a key of the tenant.
+        self.needs.role(Role::Viewer);
         if let Caller::ApiKey(key) = self.caller {
+            self.needs.feature(Feature::ApiAccess);
             let access = self.tenant()?;
             if key.tenant_id != access.tenant.id {
                 return Err(AppError::Forbidden("this API key belongs to another tenant"));
@@ -206,5 +280,51 @@ impl RequestCtx {
     async fn member_tenant(&self) -> Result<&Tenant, AppError> {
         self.role().await?;
         Ok(&self.tenant()?.tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::SchemaName;
+    use crate::plans::PlanCatalog;
+    use crate::tenancy::model::TenantStatus;
+
+    fn on_plan(plan: &str, catalog: &PlanCatalog) -> TenantAccess {
+        let id = Uuid::new_v4();
+        let tenant = Tenant {
+            id,
+            name: "Acme".into(),
+            subdomain: "acme".into(),
+            domain: None,
+            plan: plan.into(),
+            status: TenantStatus::Active,
+            expires_at: None,
+            settings: serde_json::json!({}),
+            owner_id: None,
+            schema: SchemaName::for_tenant(id),
+            migration_version: 0,
+            created_at: chrono::Utc::now(),
+            deleted_at: None,
+        };
+        TenantAccess::new(tenant, catalog)
+    }
+
+    #[test]
+    fn needs_keep_the_most_demanding_role_and_every_feature_checked() {
+        let catalog = PlanCatalog::builtin();
+        let (enterprise, free) = (on_plan("enterprise", &catalog), on_plan("free", &catalog));
+        let needs = Needs::default();
+        assert!(needs.met_by(Role::Viewer, &free, &catalog).is_ok(), "nothing checked, nothing needed");
+        needs.role(Role::Viewer);
+        needs.role(Role::Admin);
+        needs.role(Role::Member);
+        assert!(needs.met_by(Role::Admin, &free, &catalog).is_ok());
+        let demoted = needs.met_by(Role::Member, &free, &catalog).unwrap_err();
+        assert_eq!(demoted.code(), "FORBIDDEN", "demoted below the role a guard asked for");
+        needs.feature(Feature::AdvancedAnalytics);
+        assert!(needs.met_by(Role::Owner, &enterprise, &catalog).is_ok());
+        let downgraded = needs.met_by(Role::Owner, &free, &catalog).unwrap_err();
+        assert_eq!(downgraded.code(), "FEATURE_NOT_IN_PLAN");
     }
 }

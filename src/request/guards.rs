@@ -20,7 +20,9 @@ impl RoleGuard {
 
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        let role = ctx.data::<RequestCtx>()?.role().await?;
+        let rc = ctx.data::<RequestCtx>()?;
+        rc.need_role(self.min);
+        let role = rc.role().await?;
         // Roles are ordered from most (Owner) to least (Viewer) privileged.
         if role <= self.min {
             Ok(())
@@ -53,6 +55,7 @@ impl Guard for FeatureGuard {
             return Ok(());
         }
         let rc = ctx.data::<RequestCtx>()?;
+        rc.need_feature(self.feature);
         Ok(rc.tenant()?.require(self.feature, &rc.state.plans)?)
     }
 }

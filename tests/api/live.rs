@@ -13,16 +13,16 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::helpers::{TestApp, spawn_app};
 use crate::process::ServerProcess;
 
-const SUBSCRIBE: &str = "subscription { usageUpdated { period metrics { metric value limit } } }";
+pub const SUBSCRIBE: &str = "subscription { usageUpdated { period metrics { metric value limit } } }";
 
 /// A websocket GraphQL client.
-struct Ws {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    legacy: bool,
+pub struct Ws {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub legacy: bool,
 }
 
 impl Ws {
-    async fn connect(address: &str, protocol: &str) -> Self {
+    pub async fn connect(address: &str, protocol: &str) -> Self {
         let url = format!("{}/graphql/ws", address.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
@@ -30,12 +30,12 @@ impl Ws {
         Self { socket, legacy: protocol == "graphql-ws" }
     }
 
-    async fn send(&mut self, message: Value) {
+    pub async fn send(&mut self, message: Value) {
         self.socket.send(Message::text(message.to_string())).await.unwrap();
     }
 
     /// The next GraphQL message, skipping keep-alives; `Err(close code)` when the socket closes.
-    async fn next(&mut self) -> Result<Value, Option<u16>> {
+    pub async fn next(&mut self) -> Result<Value, Option<u16>> {
         while let Some(message) = self.socket.next().await {
             match message {
                 Ok(Message::Text(text)) => {
@@ -53,25 +53,25 @@ impl Ws {
     }
 
     /// The next message within `limit` (`None` if none came).
-    async fn next_within(&mut self, limit: Duration) -> Option<Result<Value, Option<u16>>> {
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Result<Value, Option<u16>>> {
         tokio::time::timeout(limit, self.next()).await.ok()
     }
 
     /// `connection_init` with a token and tenant; the server's answer.
-    async fn init(&mut self, token: &str, tenant: &str) -> Result<Value, Option<u16>> {
+    pub async fn init(&mut self, token: &str, tenant: &str) -> Result<Value, Option<u16>> {
         let payload = json!({ "authorization": format!("Bearer {token}"), "tenant": tenant });
         self.send(json!({ "type": "connection_init", "payload": payload })).await;
         self.next().await
     }
 
-    async fn subscribe(&mut self, token: &str, tenant: &str) {
+    pub async fn subscribe(&mut self, token: &str, tenant: &str) {
         assert_eq!(self.init(token, tenant).await.unwrap()["type"], "connection_ack");
         let kind = if self.legacy { "start" } else { "subscribe" };
         self.send(json!({ "id": "1", "type": kind, "payload": { "query": SUBSCRIBE } })).await;
     }
 
     /// Reads updates until `api_requests` reaches `n` (traffic may span flushes), within 2 s.
-    async fn reaches_within_two_seconds(&mut self, n: i64) -> bool {
+    pub async fn reaches_within_two_seconds(&mut self, n: i64) -> bool {
         let reached = async {
             loop {
                 let value = self.next_api_requests().await;
@@ -85,7 +85,7 @@ impl Ws {
     }
 
     /// The `api_requests` value of the next usage update.
-    async fn next_api_requests(&mut self) -> i64 {
+    pub async fn next_api_requests(&mut self) -> i64 {
         let message = self.next().await.unwrap();
         let data_type = if self.legacy { "data" } else { "next" };
         assert_eq!(message["type"], data_type, "{message}");
@@ -94,14 +94,14 @@ impl Ws {
     }
 }
 
-async fn requests(app: &TestApp, address: &str, token: &str, tenant: &str, n: usize) {
+pub async fn requests(app: &TestApp, address: &str, token: &str, tenant: &str, n: usize) {
     for _ in 0..n {
         assert_eq!(crate::usage::ping(app, address, token, tenant).await.status(), 200);
     }
 }
 
 /// Waits until this process has written every count it holds.
-async fn flushed(app: &TestApp) {
+pub async fn flushed(app: &TestApp) {
     crate::helpers::eventually(Duration::from_secs(5), || async {
         app.state.usage.meter.is_idle().then_some(())
     })

@@ -49,3 +49,4 @@ mod tenants;
 mod tokens;
 mod usage;
 mod validation;
+mod ws_limits;
