@@ -1,6 +1,7 @@
 //! Per-request observability: the request id, the request span, one log line per request, the
 //! HTTP metrics, the request timeout, and the answer to a handler that panicked.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,7 +67,7 @@ pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = method_label(req.method());
     // The matched route, never the raw path: ids in paths would make unbounded label sets.
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let route = route_label(req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str));
     let span = tracing::info_span!(
         "request",
         request.id = %request_id,
@@ -93,12 +94,48 @@ pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request
     response.headers_mut().insert(X_REQUEST_ID, id_header);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status.to_string())
+    let status_label = status_label(status);
+    counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status_label)
         .increment(1);
     histogram!(m::HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
     let duration_ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
     span.in_scope(|| tracing::info!(http.status = status, duration_ms, "request"));
     response
+}
+
+/// The route label: the product's own routes as static strings (no allocation per request), an
+/// embedding application's routes as they matched.
+fn route_label(matched: &str) -> Cow<'static, str> {
+    const OWN: [&str; 8] = [
+        "/graphql",
+        "/graphql/ws",
+        "/api/health",
+        "/api/stripe/webhook",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "unmatched",
+    ];
+    match OWN.iter().find(|own| **own == matched) {
+        Some(own) => Cow::Borrowed(own),
+        None => Cow::Owned(matched.to_owned()),
+    }
+}
+
+/// The status label, without formatting the usual ones.
+fn status_label(status: u16) -> Cow<'static, str> {
+    match status {
+        200 => Cow::Borrowed("200"),
+        400 => Cow::Borrowed("400"),
+        401 => Cow::Borrowed("401"),
+        403 => Cow::Borrowed("403"),
+        404 => Cow::Borrowed("404"),
+        413 => Cow::Borrowed("413"),
+        429 => Cow::Borrowed("429"),
+        500 => Cow::Borrowed("500"),
+        503 => Cow::Borrowed("503"),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
 /// Methods outside the standard set share one label value.
