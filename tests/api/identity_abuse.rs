@@ -271,10 +271,12 @@ async fn sign_in_attempts_are_counted_across_replicas() {
     assert_eq!(limited, 2, "4 attempts a minute across both replicas: {codes:?}");
 }
 
-/// Minute boundaries on the database's own epoch, as fixed windows were aligned.
+/// A minute boundary (on the epoch, as fixed windows were aligned) ten minutes ahead: the hits a
+/// test places around it stay in the future, where the hourly pruning of ended logs (which may run
+/// while the test does) cannot touch them.
 fn next_minute() -> chrono::DateTime<chrono::Utc> {
     use chrono::{DurationRound, TimeDelta};
-    chrono::Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() + TimeDelta::minutes(1)
+    chrono::Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() + TimeDelta::minutes(10)
 }
 
 #[tokio::test]
