@@ -13,6 +13,7 @@ mod playground;
 mod serve;
 mod webhook;
 mod ws;
+mod ws_gate;
 mod ws_registry;
 
 pub use serve::{EdgeLimits, serve};

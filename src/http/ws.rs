@@ -2,12 +2,9 @@
 //! legacy graphql-ws one. Caller and tenant come in the `connection_init` payload
 //! `{"authorization": "Bearer …", "tenant": "<subdomain>"}`.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
@@ -24,6 +21,7 @@ use uuid::Uuid;
 
 use super::HttpState;
 use super::client_ip::ClientIp;
+use super::ws_gate::{CLOSE_UNAUTHORIZED, Gate, MAX_MESSAGE, Seen, lock};
 use super::ws_registry::Registration;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
@@ -37,14 +35,10 @@ use crate::state::AppState;
 /// How often the server pings an idle socket (keeps proxies from closing it).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const READ_BUFFER: usize = 4 * 1024;
-/// Larger client messages (a subscription document) close the socket with 1009.
-const MAX_MESSAGE: usize = 64 * 1024;
 /// Close codes: the graphql-transport-ws ones for a refused `connection_init`, a late one,
-/// a subscription id already running, and too many sockets.
-const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// and too many sockets (the gate's own are in `ws_gate`).
 const CLOSE_FORBIDDEN: u16 = 4403;
 const CLOSE_INIT_TIMEOUT: u16 = 4408;
-const CLOSE_DUPLICATE: u16 = 4409;
 const CLOSE_TOO_MANY: u16 = 4429;
 
 /// Limits on `/graphql/ws` (built by `app::services::http_settings`).
@@ -150,20 +144,6 @@ struct Shared {
     conn: Mutex<Option<Conn>>,
     standing: watch::Sender<Standing>,
     client_ip: Option<IpAddr>,
-}
-
-/// What the socket's client has sent, as the gate saw it.
-#[derive(Default)]
-struct Seen {
-    init: bool,
-    /// Ids of the subscriptions running now.
-    ids: HashSet<String>,
-    /// Most subscriptions held at once (memory is handed back after a big socket closes).
-    peak: usize,
-    /// When the socket last had no subscription.
-    empty_since: Option<Instant>,
-    /// Close code and reason the gate decided on.
-    close: Option<(u16, String)>,
 }
 
 async fn serve(
@@ -299,10 +279,6 @@ async fn serve(
     http.settings.live.released(peak);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Resolves at `at`, never without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -346,125 +322,6 @@ async fn standing(state: &AppState, headers: &HeaderMap, tenant: Uuid) -> Result
     let ctx = RequestCtx::new(state.clone(), Some(access.clone()), caller);
     let role = ctx.role().await?;
     Ok(Granted { caller, access, role })
-}
-
-/// The client's messages on their way to async-graphql: refuses what breaks the socket's
-/// limits (answering, or closing with a code) before async-graphql sees it.
-struct Gate {
-    inner: futures::stream::SplitStream<WebSocket>,
-    seen: Arc<Mutex<Seen>>,
-    /// Answers the gate sends itself (the serving loop writes them).
-    outbox: mpsc::Sender<Message>,
-    protocol: WebSocketProtocols,
-    max_subscriptions: usize,
-}
-
-/// The fields of a client message the gate looks at.
-#[derive(serde::Deserialize)]
-struct Peek {
-    #[serde(rename = "type")]
-    kind: String,
-    id: Option<String>,
-}
-
-impl Gate {
-    fn close(&self, code: u16, reason: String) -> Poll<Option<Vec<u8>>> {
-        lock(&self.seen).close = Some((code, reason));
-        Poll::Ready(None)
-    }
-
-    /// The error a refused subscription gets: `error` in both protocols (the operation ends).
-    fn refusal(&self, id: &str, err: AppError) -> Message {
-        let error = async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
-        let payload = match self.protocol {
-            WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
-            WebSocketProtocols::SubscriptionsTransportWS => serde_json::json!(error),
-        };
-        Message::Text(serde_json::json!({ "type": "error", "id": id, "payload": payload }).to_string().into())
-    }
-}
-
-impl futures::Stream for Gate {
-    type Item = Vec<u8>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        loop {
-            if lock(&self.seen).close.is_some() {
-                return Poll::Ready(None);
-            }
-            // Answers not yet written: read nothing more until they are (the serving loop is
-            // woken by them and polls again), so a client cannot queue answers without bound.
-            if self.outbox.capacity() == 0 {
-                return Poll::Pending;
-            }
-            let bytes = match std::task::ready!(self.inner.poll_next_unpin(cx)) {
-                None => return Poll::Ready(None),
-                Some(Ok(Message::Text(text))) => text.as_str().as_bytes().to_vec(),
-                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => {
-                    if too_long(err) {
-                        return self.close(1009, format!("message too large (at most {MAX_MESSAGE} bytes)"));
-                    }
-                    return Poll::Ready(None);
-                }
-            };
-            // What does not parse goes on: async-graphql answers it (1002).
-            let Ok(peek) = serde_json::from_slice::<Peek>(&bytes) else { return Poll::Ready(Some(bytes)) };
-            let id = peek.id.unwrap_or_default();
-            let mut seen = lock(&self.seen);
-            match peek.kind.as_str() {
-                "connection_init" => {
-                    seen.init = true;
-                    // Idle from now on until a subscription starts.
-                    if seen.ids.is_empty() {
-                        seen.empty_since = Some(Instant::now());
-                    }
-                }
-                "subscribe" | "start" => {
-                    if !seen.init {
-                        drop(seen);
-                        return self.close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
-                    }
-                    if seen.ids.contains(&id) {
-                        drop(seen);
-                        return self.close(CLOSE_DUPLICATE, format!("Subscriber for {id} already exists"));
-                    }
-                    if seen.ids.len() >= self.max_subscriptions {
-                        drop(seen);
-                        let err = AppError::validation(
-                            "subscribe",
-                            format!(
-                                "a socket holds at most {} subscriptions; complete one or open another socket",
-                                self.max_subscriptions
-                            ),
-                        );
-                        let reply = self.refusal(&id, err);
-                        let _ = self.outbox.try_send(reply);
-                        continue;
-                    }
-                    seen.ids.insert(id);
-                    seen.peak = seen.peak.max(seen.ids.len());
-                    seen.empty_since = None;
-                }
-                "complete" | "stop" => {
-                    seen.ids.remove(&id);
-                    if seen.ids.is_empty() && seen.empty_since.is_none() {
-                        seen.empty_since = Some(Instant::now());
-                    }
-                }
-                _ => {}
-            }
-            return Poll::Ready(Some(bytes));
-        }
-    }
-}
-
-/// Whether a read failed because the client's message passed the size limit.
-fn too_long(err: axum::Error) -> bool {
-    err.into_inner().downcast_ref::<tungstenite::Error>().is_some_and(|err| {
-        matches!(err, tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong { .. }))
-    })
 }
 
 /// Close reasons must fit a control frame (123 bytes).
