@@ -67,8 +67,9 @@ pub async fn invite(
         return Err(AppError::Forbidden("only an OWNER can invite another OWNER"));
     }
     let tenant_id = access.tenant.id;
-    tx.execute("select 1 from control.tenants where id = $1 for update", &[&tenant_id]).await?;
+    tx.control().execute("select 1 from control.tenants where id = $1 for update", &[&tenant_id]).await?;
     let member = tx
+        .control()
         .query_opt(
             "select 1 from control.memberships m join control.users u on u.id = m.user_id
              where m.tenant_id = $1 and u.email = $2",
@@ -79,6 +80,7 @@ pub async fn invite(
         return Err(AppError::Conflict { field: "email", message: "this person is already a member".into() });
     }
     let pending = tx
+        .control()
         .query_opt(
             "select id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at from control.invitations
              where tenant_id = $1 and email = $2 and accepted_at is null and revoked_at is null",
@@ -91,15 +93,17 @@ pub async fn invite(
         Some(existing) if existing.expires_at > Utc::now() => return Ok(Invited::AlreadyPending(existing)),
         // An expired invitation frees its seat and its email; retire it so a new one can exist.
         Some(expired) => {
-            tx.execute("update control.invitations set revoked_at = now() where id = $1", &[&expired.id])
+            tx.control()
+                .execute("update control.invitations set revoked_at = now() where id = $1", &[&expired.id])
                 .await?;
         }
         None => {}
     }
-    let taken = members_repo::seats_taken(&mut *tx, tenant_id).await?;
+    let taken = members_repo::seats_taken(tx.control(), tenant_id).await?;
     access.check_room(Resource::Members, taken, 1)?;
     let token = new_secret();
     let row = tx
+        .control()
         .query_one(
             "insert into control.invitations (id, tenant_id, email, role, token_hash, invited_by, expires_at)
              values ($1, $2, $3, $4, $5, $6, $7) 
@@ -131,6 +135,7 @@ pub async fn resend(
 ) -> Result<(Invitation, String), AppError> {
     let token = new_secret();
     let row = tx
+        .control()
         .query_opt(
             "update control.invitations set token_hash = $3, expires_at = $4
              where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null 
@@ -158,6 +163,7 @@ pub async fn revoke(
     id: Uuid,
 ) -> Result<Invitation, AppError> {
     let row = tx
+        .control()
         .query_opt(
             "update control.invitations set revoked_at = now()
              where id = $1 and tenant_id = $2 and accepted_at is null and revoked_at is null 
@@ -251,6 +257,7 @@ pub fn check_acceptable(invitation: &Invitation, email: &str, now: DateTime<Utc>
 /// Turns an acceptable invitation into a membership, in the invitation's tenant transaction.
 pub async fn accept(tx: &mut TenantTx, invitation: &Invitation, user_id: Uuid) -> Result<(), AppError> {
     let claimed = tx
+        .control()
         .execute(
             "update control.invitations set accepted_at = now()
              where id = $1 and accepted_at is null and revoked_at is null",
@@ -260,16 +267,17 @@ pub async fn accept(tx: &mut TenantTx, invitation: &Invitation, user_id: Uuid) -
     if claimed == 0 {
         return Err(AcceptError::AlreadyAccepted.into());
     }
-    tx.execute(
-        "insert into control.memberships (tenant_id, user_id, role) values ($1, $2, $3)",
-        &[&invitation.tenant_id, &user_id, &invitation.role.as_db()],
-    )
-    .await
-    .map_err(|err| {
-        if err.constraint() == Some("memberships_pkey") { AcceptError::AlreadyMember.into() } else { err }
-    })?;
+    tx.control()
+        .execute(
+            "insert into control.memberships (tenant_id, user_id, role) values ($1, $2, $3)",
+            &[&invitation.tenant_id, &user_id, &invitation.role.as_db()],
+        )
+        .await
+        .map_err(|err| {
+            if err.constraint() == Some("memberships_pkey") { AcceptError::AlreadyMember.into() } else { err }
+        })?;
     let actor = audit::Actor::User(user_id);
     let details = serde_json::json!({ "invitation": invitation.id, "role": invitation.role.as_db() });
     audit::record(tx, actor, "member.added", "user", &user_id.to_string(), details).await?;
-    publish(&mut *tx, MEMBER_CHANGED, &format!("{}:{user_id}", invitation.tenant_id)).await
+    publish(tx.control(), MEMBER_CHANGED, &format!("{}:{user_id}", invitation.tenant_id)).await
 }

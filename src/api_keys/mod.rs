@@ -69,7 +69,7 @@ pub async fn create(
     let details = serde_json::json!({ "name": name, "role": role.as_db(), "prefix": prefix });
     audit::record(tx, actor, "api_key.created", "api_key", &key.id.to_string(), details).await?;
     // A lookup of this prefix may have been cached as unknown on some replica.
-    publish(&mut *tx, API_KEY_CHANGED, &prefix).await?;
+    publish(tx.control(), API_KEY_CHANGED, &prefix).await?;
     Ok((format!("tk_{prefix}_{secret}"), key))
 }
 
@@ -85,7 +85,7 @@ pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, actor: Actor, id: Uuid) 
         serde_json::json!({ "name": key.name }),
     )
     .await?;
-    publish(&mut *tx, API_KEY_CHANGED, &key.prefix).await?;
+    publish(tx.control(), API_KEY_CHANGED, &key.prefix).await?;
     Ok(key)
 }
 
@@ -113,7 +113,7 @@ pub async fn revoke_created_by(
     for key in &revoked {
         let details = serde_json::json!({ "name": key.name, "reason": reason });
         audit::record(tx, actor, "api_key.revoked", "api_key", &key.id.to_string(), details).await?;
-        publish(&mut *tx, API_KEY_CHANGED, &key.prefix).await?;
+        publish(tx.control(), API_KEY_CHANGED, &key.prefix).await?;
     }
     Ok(revoked.into_iter().map(|key| key.prefix).collect())
 }

@@ -59,6 +59,7 @@ pub async fn insert(
     created_by: Option<Uuid>,
 ) -> Result<ApiKey, AppError> {
     let row = tx
+        .control()
         .query_one(
             "insert into control.api_keys (id, tenant_id, name, role, prefix, secret_hash, created_by)
              values ($1, $2, $3, $4, $5, $6, $7) returning id, name, role, prefix, created_by, created_at, last_used_at, revoked_at",
@@ -78,6 +79,7 @@ pub async fn list(db: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<ApiKey
 
 pub async fn revoke(tx: &mut TenantTx, tenant_id: Uuid, id: Uuid) -> Result<Option<ApiKey>, AppError> {
     let row = tx
+        .control()
         .query_opt(
             "update control.api_keys set revoked_at = now()
              where id = $1 and tenant_id = $2 and revoked_at is null returning id, name, role, prefix, created_by, created_at, last_used_at, revoked_at",
@@ -95,6 +97,7 @@ pub async fn revoke_created_by(
     roles: &[&str],
 ) -> Result<Vec<ApiKey>, AppError> {
     let rows = tx
+        .control()
         .query(
             "update control.api_keys set revoked_at = now()
              where tenant_id = $1 and created_by = $2 and role = any($3) and revoked_at is null

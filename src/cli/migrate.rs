@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::db::migrate::{LockPolicy, MigrateReport, MigrationSet, migrate_tenants_locking};
+use crate::db::tenant_role::grant_missing;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -68,6 +69,32 @@ pub async fn migrate_and_report(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
+    }
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `tenantry tenants grant-roles`: every tenant without a role gets one, printing progress
+/// and the summary. Fails (exit 1) if any tenant failed; running it again resumes.
+pub async fn grant_roles_and_report(pool: &Pool, jobs: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} granting tenant roles {bar:30} {pos}/{len} {elapsed} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let report = grant_missing(pool, jobs, |n| bar.set_length(n as u64), || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("tenant roles: {} granted, {} failed", report.granted, report.failed.len());
+        for failure in &report.failed {
+            println!("  failed: {} ({}): {}", failure.subdomain, failure.tenant_id, failure.error);
+        }
     }
     Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

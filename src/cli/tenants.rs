@@ -74,6 +74,16 @@ pub enum TenantsCommand {
     },
     /// Purge tenants deleted longer ago than TENANT_PURGE_AFTER_DAYS (the server does this hourly).
     Purge,
+    /// Give every tenant without a database role its role (tenants provisioned before roles
+    /// existed), in parallel; resumable, and the server keeps serving meanwhile.
+    GrantRoles {
+        /// Tenants granted at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+        /// Print the summary as JSON (for scripts); no progress bar.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(
@@ -166,6 +176,9 @@ pub async fn run(
                     tenant.subdomain
                 );
             }
+        }
+        TenantsCommand::GrantRoles { jobs, json } => {
+            return super::migrate::grant_roles_and_report(&pool, usize::from(jobs), json).await;
         }
         TenantsCommand::Purge => {
             let grace = chrono::Duration::days(i64::from(purge_after_days));

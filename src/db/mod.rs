@@ -12,11 +12,12 @@ mod schema_name;
 pub mod script;
 mod statements;
 pub mod supervise;
+pub mod tenant_role;
 mod tenant_tx;
 pub mod unnamed;
 
 pub use pool::{Retire, build_pool, build_pool_retiring, check_reachable};
 pub use schema_name::{InvalidSchemaName, SchemaName};
 pub use statements::Statements;
-pub use tenant_tx::TenantTx;
+pub use tenant_tx::{Control, TenantTx, guard};
 pub use unnamed::TenantPool;

@@ -1,16 +1,16 @@
 //! `Statements`: one way to run a statement that may go to a tenant transaction or to the
 //! control pool, so such a statement is written once.
 //!
-//! Implemented for `&mut TenantTx` (the statement joins the tenant's transaction; scoping stays
-//! in `TenantTx`, which hands out no connection) and for a shared reference to any pooled client
-//! or transaction (`&impl deadpool_postgres::GenericClient`). Functions take `db: impl Statements`:
-//! pass `&client`, `&tx` or, from a `&mut TenantTx`, `&mut *tx`.
+//! Implemented for a tenant transaction's control path (`TenantTx::control()`: the statement
+//! joins the tenant's transaction, as the login role; scoping stays in `TenantTx`, which hands
+//! out no connection) and for a shared reference to any pooled client or transaction
+//! (`&impl deadpool_postgres::GenericClient`). Functions take `db: impl Statements`: pass
+//! `&client`, `&tx` or, from a `&mut TenantTx`, `tx.control()`.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::TenantTx;
 use crate::error::AppError;
 
 pub trait Statements: Send {
@@ -34,20 +34,6 @@ pub trait Statements: Send {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> impl Future<Output = Result<u64, AppError>> + Send;
-}
-
-impl Statements for &mut TenantTx {
-    async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, AppError> {
-        TenantTx::query(self, sql, params).await
-    }
-
-    async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, AppError> {
-        TenantTx::query_one(self, sql, params).await
-    }
-
-    async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, AppError> {
-        TenantTx::execute(self, sql, params).await
-    }
 }
 
 impl<C: GenericClient> Statements for &C {

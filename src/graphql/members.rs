@@ -91,7 +91,7 @@ async fn mail_invitation(
     );
     let subject = format!("You are invited to join {tenant_name}");
     let message = Message { to: invitation.email.clone(), subject, text, link, token };
-    outbox::enqueue(tx, &state.keys, Some(invitation.tenant_id), &message).await
+    outbox::enqueue(tx.control(), &state.keys, Some(invitation.tenant_id), &message).await
 }
 
 /// Revoked keys stop working in this process now (other replicas hear `api_key_changed`).

@@ -160,7 +160,7 @@ pub async fn change_role(
     let details = serde_json::json!({ "from": previous.as_db(), "to": role.as_db() });
     audit::record(tx, acting.actor, "member.role_changed", "user", &target.to_string(), details).await?;
     let revoked = then.member_changed(tx, tenant_id, acting.actor, target, Some(role)).await?;
-    publish(&mut *tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
+    publish(tx.control(), MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
     Ok(revoked)
 }
 
@@ -179,7 +179,7 @@ pub async fn remove(
     let details = serde_json::json!({ "role": previous.as_db() });
     audit::record(tx, acting.actor, "member.removed", "user", &target.to_string(), details).await?;
     let revoked = then.member_changed(tx, tenant_id, acting.actor, target, None).await?;
-    publish(&mut *tx, MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
+    publish(tx.control(), MEMBER_CHANGED, &format!("{tenant_id}:{target}")).await?;
     Ok(revoked)
 }
 

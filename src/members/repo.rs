@@ -80,6 +80,7 @@ pub async fn find(
 /// tenant serialise here, so "the last OWNER" is decided on a stable set.
 pub async fn lock_roles(tx: &mut TenantTx, tenant_id: Uuid) -> Result<Vec<(Uuid, Role)>, AppError> {
     let rows = tx
+        .control()
         .query("select user_id, role from control.memberships where tenant_id = $1 for update", &[&tenant_id])
         .await?;
     rows.iter()
@@ -91,20 +92,22 @@ pub async fn lock_roles(tx: &mut TenantTx, tenant_id: Uuid) -> Result<Vec<(Uuid,
 }
 
 pub async fn set_role(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid, role: Role) -> Result<(), AppError> {
-    tx.execute(
-        "update control.memberships set role = $3 where tenant_id = $1 and user_id = $2",
-        &[&tenant_id, &user_id, &role.as_db()],
-    )
-    .await?;
+    tx.control()
+        .execute(
+            "update control.memberships set role = $3 where tenant_id = $1 and user_id = $2",
+            &[&tenant_id, &user_id, &role.as_db()],
+        )
+        .await?;
     Ok(())
 }
 
 pub async fn delete(tx: &mut TenantTx, tenant_id: Uuid, user_id: Uuid) -> Result<(), AppError> {
-    tx.execute(
-        "delete from control.memberships where tenant_id = $1 and user_id = $2",
-        &[&tenant_id, &user_id],
-    )
-    .await?;
+    tx.control()
+        .execute(
+            "delete from control.memberships where tenant_id = $1 and user_id = $2",
+            &[&tenant_id, &user_id],
+        )
+        .await?;
     Ok(())
 }
 

@@ -97,6 +97,7 @@ pub async fn mark_verified(
           where id = $1 and pending_domain = $2 and domain_token = $3 returning {TENANT_COLUMNS}"
     );
     let row = tx
+        .control()
         .query_opt(&sql, &[&tenant_id, domain, token])
         .await
         .map_err(|err| if err.constraint() == Some("tenants_domain_key") { taken() } else { err })?;
@@ -106,7 +107,7 @@ pub async fn mark_verified(
     let tenant = Tenant::from_row(&row)?;
     let details = serde_json::json!({ "domain": domain });
     audit::record(tx, actor, "tenant.domain_verified", "tenant", &tenant_id.to_string(), details).await?;
-    publish(&mut *tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
+    publish(tx.control(), TENANT_CHANGED, &tenant_id.to_string()).await?;
     Ok(tenant)
 }
 

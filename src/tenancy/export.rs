@@ -222,6 +222,8 @@ pub async fn import_with(
     }
     lock_schema(&tx, &schema).await?;
     restore_schema(&tx, &schema, &restore).await?;
+    // Restored objects are owned by the login role, as provisioned ones; the role is granted alike.
+    crate::db::tenant_role::grant(&tx, &schema).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     let imported = repo::find_by_id(&tx, tenant.id).await?.ok_or(AppError::NotFound("imported tenant"))?;
     tx.commit().await?;

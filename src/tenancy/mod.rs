@@ -77,6 +77,7 @@ pub async fn update(
     if let Some(Some(claimed)) = &domain {
         domain_proof::claimable(claimed, public_url)?;
         let taken = tx
+            .control()
             .query_opt(
                 "select 1 from control.tenants where domain = $1 and id <> $2",
                 &[&claimed.as_str(), &tenant.id],
@@ -99,6 +100,7 @@ pub async fn update(
          where id = $1 returning {TENANT_COLUMNS}"
     );
     let row = tx
+        .control()
         .query_one(
             &sql,
             &[
@@ -124,7 +126,7 @@ pub async fn update(
     let claimed = domain.as_ref().map(|d| d.as_ref().map(Domain::as_str));
     let details = serde_json::json!({ "name": updated.name, "domain": updated.domain, "claimed": claimed });
     audit::record(tx, actor, "tenant.updated", "tenant", &tenant.id.to_string(), details).await?;
-    publish(&mut *tx, TENANT_CHANGED, &tenant.id.to_string()).await?;
+    publish(tx.control(), TENANT_CHANGED, &tenant.id.to_string()).await?;
     Ok(updated)
 }
 
@@ -132,14 +134,15 @@ pub async fn update(
 /// and data are purged after the grace period, or at once by `tenantry tenants delete --purge`.
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant_id))]
 pub async fn soft_delete(tx: &mut TenantTx, actor: Actor, tenant_id: Uuid) -> Result<(), AppError> {
-    tx.execute(
+    tx.control()
+        .execute(
         "update control.tenants set deleted_at = now(), updated_at = now() where id = $1 and deleted_at is null",
         &[&tenant_id],
     )
     .await?;
     audit::record(tx, actor, "tenant.deleted", "tenant", &tenant_id.to_string(), serde_json::json!({}))
         .await?;
-    publish(&mut *tx, TENANT_CHANGED, &tenant_id.to_string()).await?;
+    publish(tx.control(), TENANT_CHANGED, &tenant_id.to_string()).await?;
     tracing::info!("tenant deleted (soft)");
     Ok(())
 }
@@ -177,13 +180,14 @@ pub async fn set_status(pool: &Pool, subdomain: &str, status: TenantStatus) -> R
     Ok(Tenant { status, ..tenant })
 }
 
-/// Purges a tenant: drops its schema and all its data, its memberships and its row.
+/// Purges a tenant: drops its schema and all its data, its role, its memberships and its row.
 #[tracing::instrument(skip_all, fields(tenant.id = %tenant.id))]
 pub async fn purge(pool: &Pool, tenant: &Tenant) -> Result<(), AppError> {
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
+    let mut tx = client.transaction().await?;
     crate::db::migrate::lock_schema(&tx, &tenant.schema).await?;
     tx.execute_typed(&format!("drop schema if exists {} cascade", tenant.schema.quoted()), &[]).await?;
+    crate::db::tenant_role::drop(&mut tx, &tenant.schema).await?;
     tx.execute("delete from control.tenants where id = $1", &[&tenant.id]).await?;
     crate::db::notify::tenant_changed(&tx, tenant.id).await?;
     tx.commit().await?;

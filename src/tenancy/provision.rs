@@ -1,4 +1,5 @@
-//! Provisioning: a tenant row, its owner, its schema and its migrations, in one transaction.
+//! Provisioning: a tenant row, its owner, its schema, its migrations and its role (see
+//! `db::tenant_role`), in one transaction.
 //!
 //! DDL is transactional in PostgreSQL, so a failure at any step leaves nothing behind: no row,
 //! no schema, no half-migrated tables. There is nothing to mark or retry.
@@ -7,8 +8,8 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::model::{Subdomain, TENANT_COLUMNS, Tenant, TenantName};
-use crate::db::SchemaName;
 use crate::db::migrate::{MigrationSet, migrate_tenant_in_tx};
+use crate::db::{SchemaName, tenant_role};
 use crate::error::{AppError, violated_constraint};
 use crate::members::{Role, repo as members_repo};
 
@@ -54,6 +55,7 @@ pub async fn provision_with_id(
     }
     tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
     migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
+    tenant_role::grant(&tx, &schema).await?;
     let row =
         tx.query_one(&format!("select {TENANT_COLUMNS} from control.tenants where id = $1"), &[&id]).await?;
     // Replicas may have cached "no such tenant" for this subdomain: the commit clears it.

@@ -108,7 +108,7 @@ pub async fn measure_storage_job(ctx: JobCtx) -> Result<(), JobError> {
     let tenant = ctx.tenant_id()?;
     let mut tx = ctx.tenant_tx().await?;
     let bytes = repo::current_schema_bytes(&mut tx).await?;
-    notify::publish(&mut tx, notify::STORAGE, &format!("{tenant}:{bytes}")).await?;
+    notify::publish(tx.control(), notify::STORAGE, &format!("{tenant}:{bytes}")).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -45,6 +45,7 @@ mod schema;
 mod secrets;
 mod shutdown;
 mod statements;
+mod tenant_roles;
 mod tenants;
 mod tokens;
 mod usage;

@@ -39,12 +39,12 @@ async fn one_enqueue_joins_a_tenant_transaction_or_runs_on_a_pooled_client() {
 
     let rolled_back = NewJob::new("noop");
     let mut tx = TenantTx::begin(&pool, &schema).await.unwrap();
-    assert!(jobs::enqueue(&mut tx, &rolled_back).await.unwrap());
+    assert!(jobs::enqueue(tx.control(), &rolled_back).await.unwrap());
     drop(tx);
 
     let committed = NewJob::new("noop");
     let mut tx = TenantTx::begin(&pool, &schema).await.unwrap();
-    assert!(jobs::enqueue(&mut tx, &committed).await.unwrap());
+    assert!(jobs::enqueue(tx.control(), &committed).await.unwrap());
     tx.commit().await.unwrap();
 
     let plain = NewJob::new("noop");

@@ -1,8 +1,16 @@
 //! `TenantTx`: the one path to tenant data. A transaction scoped to one tenant's schema.
 //!
-//! The first statement pipelines `begin`, `set_config('search_path', <schema>, true)` and the
-//! query itself, so scoping costs no extra round trip. The setting is transaction-local: when the
+//! The first statement pipelines `begin`, one `select` that sets the search_path to the schema
+//! and the role to the tenant's own (`set_config(…, true)`: `SET LOCAL`), and the query itself,
+//! so scoping costs no extra round trip. Both settings are transaction-local: when the
 //! transaction ends, the pooled connection carries nothing over to its next user.
+//!
+//! The tenant's role (named like its schema, see `db::tenant_role`) holds rights on its own
+//! schema only, so PostgreSQL refuses a tenant statement that names another tenant's schema or
+//! `control`. A tenant provisioned before roles existed (no role yet: `to_regrole` is null) runs
+//! as the login role until `tenantry tenants grant-roles` creates it. Statements that must touch
+//! `control` from a tenant transaction go through [`TenantTx::control`]; statement text that
+//! could change the role is refused (`guard`). docs/SECURITY.md has the model.
 //!
 //! A single-statement transaction (`begin_single`) also pipelines its `commit`, so a one-query
 //! read costs one round trip in all.
@@ -27,7 +35,15 @@ use super::SchemaName;
 use super::unnamed::{ParamTypes, TxPool};
 use crate::error::AppError;
 
-const SET_SEARCH_PATH: &str = "select set_config('search_path', $1, true)";
+mod control;
+pub mod guard;
+
+pub use control::Control;
+
+/// Scopes the transaction: search_path `$1` (the quoted schema) and role `$2` (the schema's
+/// name), or the login role (`none`) while the tenant has no role of its own.
+const SET_SCOPE: &str = "select set_config('search_path', $1, true), \
+     set_config('role', coalesce(to_regrole($2)::text, 'none'), true)";
 /// A connection's statement cache is emptied when it reaches this size (statements are per
 /// schema, so it grows with the tenants a connection serves; PostgreSQL memory grows with it).
 const MAX_CACHED_STATEMENTS: usize = 2_000;
@@ -37,6 +53,8 @@ pub struct TenantTx {
     client: Option<Object>,
     /// The quoted schema, the whole of the transaction's search_path.
     search_path: String,
+    /// The tenant's role: the schema's name (unquoted: it is a parameter, not SQL text).
+    role: String,
     /// What statements are cached under: the schema, and its migration version if known.
     cache_tag: String,
     state: State,
@@ -79,6 +97,7 @@ impl TenantTx {
             client: Some(client),
             cache_tag: search_path.clone(),
             search_path,
+            role: schema.as_str().to_owned(),
             state: State::Pending,
             single,
             turn: None,
@@ -153,6 +172,7 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
+        guard::check(sql)?;
         if let Some(types) = self.unnamed.clone() {
             return self.run_pooled(&types, sql, params, kind).await;
         }
@@ -210,10 +230,10 @@ impl TenantTx {
             Ok(out)
         };
         let result = if pending {
-            let search_path: [(&(dyn ToSql + Sync), Type); 1] = [(&self.search_path, Type::TEXT)];
+            let scope = self.scope_typed();
             futures::try_join!(
                 client.batch_execute("begin"),
-                client.query_typed(SET_SEARCH_PATH, &search_path),
+                client.query_typed(SET_SCOPE, &scope),
                 statement
             )
             .map(|(_, _, out)| out)
@@ -228,6 +248,11 @@ impl TenantTx {
             Kind::Rows => Outcome::Rows(rows),
             Kind::Count => Outcome::Count(affected),
         })
+    }
+
+    /// The parameters of `SET_SCOPE`, typed (for unnamed statements).
+    fn scope_typed(&self) -> [(&(dyn ToSql + Sync), Type); 2] {
+        [(&self.search_path, Type::TEXT), (&self.role, Type::TEXT)]
     }
 
     /// The first statement: joined with `begin` and `set_config`.
@@ -253,15 +278,13 @@ impl TenantTx {
             client.statement_cache.clear();
         }
         // Touches no table, so it can be prepared (once per connection) outside the transaction.
-        let set_search_path = client.prepare_cached(SET_SEARCH_PATH).await?;
+        let set_scope = client.prepare_cached(SET_SCOPE).await?;
         // From here on something may have reached the server, so dropping must roll back.
         self.state = State::Open;
         let single = self.single;
-        let search_path: [&(dyn ToSql + Sync); 1] = [&self.search_path];
-        let (_, _, out) = futures::try_join!(
-            client.batch_execute("begin"),
-            client.query(&set_search_path, &search_path),
-            async {
+        let scope: [&(dyn ToSql + Sync); 2] = [&self.search_path, &self.role];
+        let (_, _, out) =
+            futures::try_join!(client.batch_execute("begin"), client.query(&set_scope, &scope), async {
                 let statement = client.prepare_cached(keyed).await?;
                 if !single {
                     return kind.run(client, &statement, params).await;
@@ -269,8 +292,7 @@ impl TenantTx {
                 let (out, ()) =
                     futures::try_join!(kind.run(client, &statement, params), client.batch_execute("commit"))?;
                 Ok(out)
-            },
-        )?;
+            },)?;
         if single {
             self.state = State::Finished;
         }

@@ -1,0 +1,144 @@
+//! A database role per tenant: `NOLOGIN`, named like the tenant's schema (`t_<32 hex>`), with
+//! rights on that schema only. `TenantTx` switches to it for every tenant statement, so
+//! PostgreSQL itself refuses a tenant statement that names another tenant's schema or `control`.
+//!
+//! [`grant`] is the one place a tenant role is made: provisioning, imports and the upgrade of
+//! tenants provisioned before roles existed ([`grant_missing`], `tenantry tenants grant-roles`)
+//! all call it. The role name is the `SchemaName`, formatted only through its quoting method.
+//! docs/SECURITY.md ("Tenant roles") has the model.
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::SchemaName;
+use super::migrate::lock_schema;
+use super::rows::{ColumnError, Columns};
+
+/// Creates `schema`'s role if it does not exist and grants it what tenant requests need:
+/// usage on the schema; select, insert, update, delete on its tables; usage and select on its
+/// sequences; execute on its routines; the same by default on what the login role creates in
+/// the schema later (tenant migrations). Nothing on `control`, `public` or another schema.
+/// The login role is made a member, so it may `SET ROLE` to it. Runs in the caller's
+/// transaction: the role commits or rolls back with the schema.
+pub async fn grant(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    let exists = tx.query_opt("select 1 from pg_roles where rolname = $1", &[&schema.as_str()]).await?;
+    let name = schema.quoted();
+    if exists.is_none() {
+        tx.execute_typed(&format!("create role {name} nologin"), &[]).await?;
+    }
+    // One statement per execute (poolers and Citus forward them one at a time), all in one flush.
+    let statements = [
+        format!("grant {name} to current_user"),
+        format!("grant usage on schema {name} to {name}"),
+        format!("grant select, insert, update, delete on all tables in schema {name} to {name}"),
+        format!("grant usage, select on all sequences in schema {name} to {name}"),
+        format!("grant execute on all routines in schema {name} to {name}"),
+        format!(
+            "alter default privileges in schema {name} grant select, insert, update, delete on tables to {name}"
+        ),
+        format!("alter default privileges in schema {name} grant usage, select on sequences to {name}"),
+        format!("alter default privileges in schema {name} grant execute on routines to {name}"),
+    ];
+    futures::future::try_join_all(statements.iter().map(|sql| tx.execute_typed(sql, &[]))).await?;
+    Ok(())
+}
+
+/// Drops `schema`'s role, after its schema is dropped (purge). A role another database of the
+/// cluster still grants to (the same tenant imported there) is kept: PostgreSQL refuses to drop
+/// it (2BP01), and the purge goes on.
+pub async fn drop(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    if tx.query_opt("select 1 from pg_roles where rolname = $1", &[&schema.as_str()]).await?.is_none() {
+        return Ok(());
+    }
+    let name = schema.quoted();
+    tx.execute_typed(&format!("drop owned by {name}"), &[]).await?;
+    let savepoint = tx.savepoint("tenant_role_drop").await?;
+    match savepoint.execute_typed(&format!("drop role {name}"), &[]).await {
+        Ok(_) => savepoint.commit().await,
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {
+            savepoint.rollback().await?;
+            tracing::info!("tenant role kept: another database still grants to it");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// What `grant_missing` did.
+#[derive(Debug, Default, Serialize)]
+pub struct GrantReport {
+    pub granted: usize,
+    pub failed: Vec<GrantFailure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GrantFailure {
+    pub tenant_id: Uuid,
+    pub subdomain: String,
+    pub error: String,
+}
+
+/// Gives every tenant without a role its role, `jobs` at a time, each in its own transaction
+/// under the tenant's migration lock (so a concurrent migration's new tables are covered).
+/// Resumable: a second run finds only the tenants the first did not finish. The server keeps
+/// serving meanwhile; a tenant's transactions switch to its role from the commit on.
+pub async fn grant_missing(
+    pool: &Pool,
+    jobs: usize,
+    on_pending: impl FnOnce(usize),
+    on_done: impl Fn() + Sync,
+) -> anyhow::Result<GrantReport> {
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            "select id, subdomain, schema_name from control.tenants
+             where to_regrole(schema_name) is null order by created_at",
+            &[],
+        )
+        .await?;
+    let pending = rows
+        .iter()
+        .map(|row| {
+            let c = Columns::of(row, "db::tenant_role::grant_missing");
+            Ok((c.try_get("id")?, c.try_get("subdomain")?, c.try_get("schema_name")?))
+        })
+        .collect::<Result<Vec<(Uuid, String, String)>, ColumnError>>()?;
+    on_pending(pending.len());
+    let results = futures::stream::iter(pending)
+        .map(|(id, subdomain, schema)| async move { (id, subdomain, grant_one(pool, &schema).await) })
+        .buffer_unordered(jobs.max(1))
+        .inspect(|_| on_done())
+        .collect::<Vec<_>>()
+        .await;
+    let mut report = GrantReport::default();
+    for (tenant_id, subdomain, result) in results {
+        match result {
+            Ok(()) => report.granted += 1,
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::warn!(tenant.id = %tenant_id, error, "granting the tenant role failed");
+                report.failed.push(GrantFailure { tenant_id, subdomain, error });
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn grant_one(pool: &Pool, schema: &str) -> anyhow::Result<()> {
+    let schema = SchemaName::parse(schema)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_schema(&tx, &schema).await?;
+    grant(&tx, &schema).await?;
+    tx.commit().await?;
+    Ok(())
+}
