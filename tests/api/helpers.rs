@@ -158,17 +158,32 @@ fn control_migrations_hash() -> String {
     hex::encode(hash.finalize())[..16].to_owned()
 }
 
-/// Drops a test database now, closing its connections.
+/// Drops the tenant roles (cluster-wide) that no database grants anything to any more: those of
+/// dropped test databases. A role in use always has a grant on its schema, committed with it.
+const DROP_ORPHAN_TENANT_ROLES: &str = "do $$ declare r record; begin
+    for r in select rolname from pg_roles a where rolname ~ '^t_[0-9a-f]{32}$'
+        and not exists (select 1 from pg_shdepend d where d.refclassid = 'pg_authid'::regclass and d.refobjid = a.oid)
+    loop
+        begin execute format('drop role %I', r.rolname); exception when others then null; end;
+    end loop;
+end $$";
+
+/// Drops a test database now, closing its connections, and the tenant roles it leaves unused.
 pub async fn drop_database(name: &str) {
     admin(&format!("drop database if exists {name} with (force)")).await;
+    admin(DROP_ORPHAN_TENANT_ROLES).await;
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let sql = format!("drop database if exists {} with (force)", self.name);
+        let name = self.name.clone();
         // Drop runs inside the test's runtime; a fresh one on another thread can block freely.
         std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(admin(&sql));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_database(&name));
         })
         .join()
         .unwrap();
