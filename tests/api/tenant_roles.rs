@@ -6,6 +6,7 @@
 use deadpool_postgres::Pool;
 use serde_json::json;
 use tenantry::config::Pooler;
+use tenantry::db::migrate::{MigrationSet, migrate_tenants};
 use tenantry::db::tenant_role::grant_missing;
 use tenantry::db::{TenantPool, TenantTx};
 use tenantry::error::AppError;
@@ -143,48 +144,80 @@ async fn control_statements_in_a_tenant_transaction_run_as_the_login_role_and_ha
     }
 }
 
+/// Drops the roles of `tenants`, as in a database provisioned before tenant roles.
+async fn without_roles(app: &TestApp, tenants: &[&Tenant]) {
+    let client = app.pool.get().await.unwrap();
+    for tenant in tenants {
+        let name = tenant.schema.quoted();
+        client.batch_execute(&format!("drop owned by {name}; drop role {name}")).await.unwrap();
+    }
+}
+
 #[tokio::test]
-async fn tenants_without_a_role_keep_serving_and_run_as_their_role_once_granted() {
+async fn tenants_without_a_role_keep_serving_during_grant_roles_and_run_as_their_role_after() {
     let app = spawn_app().await;
     let token = app.sign_up("legacy-owner").await;
     app.create_tenant(&token, "legacy").await;
+    app.set_plan("legacy", "enterprise").await; // no request rate limit
+    let (alpha, beta) = tenants(&app).await;
     let legacy = tenancy::by_subdomain(&app.pool, "legacy").await.unwrap();
-    // As before this change: the tenant has no role.
-    let name = legacy.schema.quoted();
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&format!("drop owned by {name}; drop role {name}"))
-        .await
-        .unwrap();
+    without_roles(&app, &[&legacy, &alpha, &beta]).await;
     let pool = TenantPool::from(app.pool.clone());
     let login: String =
         app.pool.get().await.unwrap().query_one("select current_user::text", &[]).await.unwrap().get(0);
-    assert_eq!(current_user(&pool, &legacy).await, login);
+    assert_eq!(current_user(&pool, &legacy).await, login, "a tenant without a role runs as the login role");
 
-    let create = "mutation { createProject(name: \"before\") { id } }";
-    let (status, body) = app.graphql(As::member(&token, "legacy"), create, json!({})).await;
-    assert!(status.is_success() && body["errors"].is_null(), "{body}");
-
-    let report = grant_missing(&app.pool, 2, |_| {}, || {}).await.unwrap();
-    assert_eq!((report.granted, report.failed.len()), (1, 0), "{report:?}");
-    assert_eq!(current_user(&pool, &legacy).await, legacy.schema.as_str());
-    let list = "{ projects { id name } }";
-    let (_, body) = app.graphql(As::member(&token, "legacy"), list, json!({})).await;
-    assert_eq!(body["data"]["projects"][0]["name"], "before", "{body}");
-    let (_, body) = app
-        .graphql(
-            As::member(&token, "legacy"),
-            "mutation { createProject(name: \"after\") { id } }",
-            json!({}),
-        )
-        .await;
+    let who = As::member(&token, "legacy");
+    let (_, body) =
+        app.graphql(who.clone(), "mutation { createProject(name: \"before\") { id } }", json!({})).await;
     assert!(body["errors"].is_null(), "{body}");
 
-    // Resumable: nothing is left to do.
+    // Requests keep going while the command runs; none may fail.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let load = async {
+        let mut served = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) || served < 20 {
+            let (status, body) = app.graphql(who.clone(), "{ projects { id name } }", json!({})).await;
+            assert!(status.is_success() && body["errors"].is_null(), "{body}");
+            assert_eq!(body["data"]["projects"][0]["name"], "before", "{body}");
+            served += 1;
+        }
+        served
+    };
+    let command = async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["tenants", "grant-roles", "--jobs", "2", "--json"])
+            .env("DATABASE_URL", &app.db.url)
+            .env("DATA_DIR", scratch_dir())
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("running tenantry tenants grant-roles");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    };
+    let (served, out) = tokio::join!(load, command);
+    assert!(out.status.success(), "grant-roles failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(
+        (report["granted"].as_u64(), report["failed"].as_array().map(Vec::len)),
+        (Some(3), Some(0)),
+        "{report}"
+    );
+    assert!(served >= 20);
+
+    for tenant in [&legacy, &alpha, &beta] {
+        assert_eq!(current_user(&pool, tenant).await, tenant.schema.as_str());
+    }
+    let (_, body) =
+        app.graphql(who.clone(), "mutation { createProject(name: \"after\") { id } }", json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let err = refused(&pool, &legacy, "select count(*) from control.tenants").await;
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+
+    // Resumable: a second run finds nothing left to do.
     let again = grant_missing(&app.pool, 2, |_| {}, || {}).await.unwrap();
-    assert_eq!(again.granted, 0);
+    assert_eq!((again.granted, again.failed.len()), (0, 0));
 }
 
 #[tokio::test]
@@ -211,4 +244,22 @@ async fn purge_drops_the_role_and_an_import_gets_one_granted_like_provisioning()
     assert_eq!(n, 0, "the purged tenant's role is gone");
     let n: i64 = client.query_one(role_exists, &[&alpha.schema.as_str()]).await.unwrap().get(0);
     assert_eq!(n, 1, "other tenants keep theirs");
+}
+
+#[tokio::test]
+async fn tables_a_later_tenant_migration_creates_are_granted_to_the_role() {
+    let app = spawn_app().await;
+    let (alpha, _) = tenants(&app).await;
+    let next = MigrationSet::tenant().latest_version() + 1;
+    let set = MigrationSet::tenant()
+        .with(&format!("V{next}__notes"), "create table notes (id bigserial primary key, body text not null)")
+        .unwrap();
+    let report = migrate_tenants(&app.pool, &set, 2, None, |_| {}, || {}).await.unwrap();
+    assert_eq!((report.migrated, report.failed.len()), (2, 0), "{report:?}");
+    let pool = TenantPool::from(app.pool.clone());
+    let mut tx = TenantTx::begin(&pool, &alpha.schema).await.unwrap();
+    tx.execute("insert into notes (body) values ('as the tenant role')", &[]).await.unwrap();
+    let row = tx.query_one("select count(*) as n, current_user::text as who from notes", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>("n"), row.get::<_, String>("who")), (1, alpha.schema.as_str().to_owned()));
+    tx.commit().await.unwrap();
 }
