@@ -31,7 +31,7 @@ pub fn refusal(sql: &str) -> Option<&'static str> {
     if contains_ignore_case(sql.as_bytes(), b'_', b"set_config", 3) {
         return Some("set_config could change the transaction's role");
     }
-    if contains_ignore_case(sql.as_bytes(), b'z', b"authorization", 9) {
+    if contains_ignore_case(sql.as_bytes(), b'z', b"authorization", 7) {
         return Some("session authorization could change the transaction's user");
     }
     None

@@ -29,7 +29,7 @@ use deadpool_postgres::Object;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::Row;
 
 use super::SchemaName;
 use super::unnamed::{ParamTypes, TxPool};
@@ -37,6 +37,9 @@ use crate::error::AppError;
 
 mod control;
 pub mod guard;
+mod outcome;
+
+use outcome::{Kind, Outcome};
 
 pub use control::Control;
 
@@ -345,48 +348,6 @@ impl TenantTx {
         }
         self.state = State::Finished;
         Ok(())
-    }
-}
-
-/// What a statement's caller wants back.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Rows,
-    Count,
-}
-
-enum Outcome {
-    Rows(Vec<Row>),
-    Count(u64),
-}
-
-impl Kind {
-    async fn run(
-        self,
-        client: &Object,
-        statement: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Outcome, tokio_postgres::Error> {
-        match self {
-            Self::Rows => client.query(statement, params).await.map(Outcome::Rows),
-            Self::Count => client.execute(statement, params).await.map(Outcome::Count),
-        }
-    }
-}
-
-impl Outcome {
-    fn rows(self) -> Vec<Row> {
-        match self {
-            Self::Rows(rows) => rows,
-            Self::Count(_) => Vec::new(),
-        }
-    }
-
-    fn count(self) -> u64 {
-        match self {
-            Self::Count(n) => n,
-            Self::Rows(rows) => rows.len() as u64,
-        }
     }
 }
 
