@@ -27,9 +27,9 @@
 
 use deadpool_postgres::Object;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::types::Type;
-use tokio_postgres::Row;
 
 use super::SchemaName;
 use super::unnamed::{ParamTypes, TxPool};
