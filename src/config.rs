@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "TENANT_PURGE_AFTER_DAYS", default_value_t = 30, global = true)]
     pub tenant_purge_after_days: u32,
 
+    /// Tenant schemas kept created and migrated ahead of time, so `createTenant` claims one
+    /// instead of running migrations (0: every tenant is provisioned cold).
+    #[arg(long, env = "TENANT_WARM_POOL", default_value_t = 4, global = true)]
+    pub tenant_warm_pool: usize,
+
     /// The plan catalog. Unset: ./plans.toml if present, else the built-in catalog.
     #[arg(long, env = "PLANS_FILE", global = true)]
     pub plans_file: Option<PathBuf>,

@@ -61,6 +61,8 @@ pub struct Inner {
     pub hasher: Hasher,
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
+    /// Warm tenant schemas to keep ready (`TENANT_WARM_POOL`).
+    pub warm_pool: usize,
     pub started_at: Instant,
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,

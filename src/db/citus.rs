@@ -188,17 +188,19 @@ pub async fn move_schema(
     }
     let from =
         placement(&**client, schema).await?.ok_or_else(|| MoveRefused::NotDistributed(schema.clone()))?;
-    let key = format!("tenantry:{schema}");
-    client.execute("select pg_advisory_lock(hashtextextended($1, 0))", &[&key]).await?;
-    let moved = client
+    // The tenant's DDL lock, held by an open transaction on a second connection (no xid: it
+    // does not hold back the move's replication slot), so that it is transaction-scoped like
+    // every lock of ours and works behind a transaction pooler.
+    let mut holder = pool.get().await.map_err(AppError::from)?;
+    let lock = holder.transaction().await?;
+    super::migrate::lock_schema(&lock, schema).await?;
+    client
         .execute(
             "select citus_schema_move($1::text::regnamespace, $2, $3, $4::citus.shard_transfer_mode)",
             &[&schema.as_str(), &target.host, &i32::from(target.port), &mode.as_citus()],
         )
-        .await;
-    let unlocked = client.execute("select pg_advisory_unlock(hashtextextended($1, 0))", &[&key]).await;
-    moved?;
-    unlocked?;
+        .await?;
+    lock.commit().await?;
     Ok(Moved::From(from))
 }
 
