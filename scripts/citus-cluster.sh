@@ -72,7 +72,7 @@ start() {
   fi
   start_node coordinator "$COORDINATOR_PORT"
   start_node worker "$WORKER_PORT"
-  psql_at "$COORDINATOR_PORT" "$DB" <<EOF
+  psql_at "$COORDINATOR_PORT" "$DB" >/dev/null <<EOF
 alter database $DB set citus.enable_schema_based_sharding = on;
 select citus_set_coordinator_host('127.0.0.1', $COORDINATOR_PORT);
 select citus_set_node_property('127.0.0.1', $COORDINATOR_PORT, 'shouldhaveshards', true);

@@ -196,7 +196,7 @@ pub async fn move_schema(
     super::migrate::lock_schema(&lock, schema).await?;
     client
         .execute(
-            "select citus_schema_move($1::text::regnamespace, $2, $3, $4::citus.shard_transfer_mode)",
+            "select citus_schema_move($1::text::regnamespace, $2, $3, $4::text::citus.shard_transfer_mode)",
             &[&schema.as_str(), &target.host, &i32::from(target.port), &mode.as_citus()],
         )
         .await?;
