@@ -8,6 +8,7 @@ pub mod flow;
 pub mod http;
 pub mod provider;
 pub mod repo;
+pub mod rotation;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

@@ -185,9 +185,9 @@ impl World {
     /// A whole sign-in as `login` through `tenant`'s (or the email's) provider: the fragment.
     pub async fn sign_in(&self, login: &str, tenant: Option<&str>) -> (Vec<(String, String)>, String) {
         let email = tenant.is_none().then_some(login);
-        let started = self.start(email, tenant).await;
-        let started = &started["data"]["startSsoSignIn"];
-        let url = started["authorizationUrl"].as_str().unwrap_or_else(|| panic!("start: {started}"));
+        let body = self.start(email, tenant).await;
+        let started = &body["data"]["startSsoSignIn"];
+        let url = started["authorizationUrl"].as_str().unwrap_or_else(|| panic!("start: {body}"));
         let callback = self.at_provider(url, login).await;
         let (status, fragment, _) = self.callback(&callback).await;
         assert_eq!(status, 303);

@@ -46,6 +46,8 @@ function build(issuer) {
     pkce: { required: () => true },
     scopes: ['openid', 'email', 'profile', 'offline_access'],
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    // As Okta, Entra ID, Google and Keycloak do: the ID token carries the scopes' claims.
+    conformIdTokenClaims: false,
     features: { devInteractions: { enabled: false } },
     // Tests need refresh tokens without a consent screen.
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
