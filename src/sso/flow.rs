@@ -273,7 +273,7 @@ async fn verified_claims(
             let metadata = h.sso.providers.refresh_keys(&issuer, &cached).await?;
             let client =
                 provider::client(&metadata, &stored.client_id, client_secret(h, stored)?, &h.sso.callback);
-            id_token.claims(&client.id_token_verifier(), nonce).map(Clone::clone).map_err(invalid)
+            id_token.claims(&client.id_token_verifier(), nonce).cloned().map_err(invalid)
         }
         Err(err) => Err(invalid(err)),
     }
