@@ -4,6 +4,8 @@
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use crate::auth::throttle::{self, Bucket};
+use crate::error::AppError;
 use crate::graphql::auth::AuthPayload;
 use crate::members::Role;
 use crate::plans::Feature;
@@ -163,7 +165,8 @@ impl SsoMutation {
 
     /// Starts signing in through a tenant's provider, found by the email's verified domain or
     /// named by subdomain (`tenant`). `redirectUrl` (on an allowed origin) is where the browser
-    /// lands afterwards, with `#code=…` (or `#error=CODE&message=…`) in its fragment.
+    /// lands afterwards, with `#code=…` (or `#error=CODE&message=…`) in its fragment. Counts
+    /// against the client IP's sign-in attempts (SIGN_INS_PER_IP_PER_MINUTE).
     async fn start_sso_sign_in(
         &self,
         ctx: &Context<'_>,
@@ -174,6 +177,11 @@ impl SsoMutation {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("startSsoSignIn")?;
         let redirect = rc.state.app_origins.check("redirectUrl", &redirect_url)?;
+        // Each start stores a flow: it counts as a sign-in attempt of the client's IP.
+        let ip = throttle::ip_key(rc.client_ip());
+        let client = rc.state.pool.get().await.map_err(AppError::from)?;
+        rc.state.throttles.hit(&client, &[(Bucket::SignInIp, ip.as_str())]).await?;
+        drop(client);
         let h = rc.state.single_sign_on();
         let (tenant_id, hint) = match (email, tenant) {
             (Some(email), None) => {
