@@ -205,3 +205,12 @@ pub async fn verify_domain(h: Handles<'_>, tenant_id: Uuid, raw: &str) -> Result
 pub fn email_domain(email: &str) -> &str {
     email.rsplit_once('@').map_or("", |(_, domain)| domain)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_emails_domain_is_what_follows_the_at_sign() {
+        assert_eq!(super::email_domain("alice@example.com"), "example.com");
+        assert_eq!(super::email_domain("no-at-sign"), "");
+    }
+}

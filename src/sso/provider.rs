@@ -128,3 +128,29 @@ pub fn client(
 pub fn unavailable(message: String) -> AppError {
     AppError::sso(SsoFailure::ProviderUnavailable, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_are_https_urls_without_query_unless_local_ones_are_allowed() {
+        let strict = Providers::new(false);
+        assert_eq!(
+            strict.parse_issuer("https://id.example.com/").unwrap().as_str(),
+            "https://id.example.com"
+        );
+        for bad in [
+            "http://id.example.com",
+            "https://id.example.com/?x=1",
+            "https://id.example.com/#f",
+            "id.example.com",
+            "",
+        ] {
+            assert_eq!(strict.parse_issuer(bad).unwrap_err().code(), "VALIDATION", "{bad}");
+        }
+        assert!(strict.parse_issuer(&format!("https://{}.io", "a".repeat(600))).is_err());
+        let local = Providers::new(true);
+        assert!(local.parse_issuer("http://127.0.0.1:9400").is_ok());
+    }
+}
