@@ -172,6 +172,16 @@ pub struct Config {
     #[arg(long, env = "BILLING_ALLOWED_ORIGINS", global = true)]
     pub billing_allowed_origins: Option<String>,
 
+    /// Origins the frontend runs on, comma-separated: where single sign-on sends the browser
+    /// back (`startSsoSignIn(redirectUrl:)`). Unset: BILLING_ALLOWED_ORIGINS, else PUBLIC_URL's origin.
+    #[arg(long, env = "APP_ALLOWED_ORIGINS", global = true)]
+    pub app_allowed_origins: Option<String>,
+
+    /// Let SSO issuers use plain http and loopback or private addresses (a provider on this
+    /// machine or network). Unset: on in development, off in production.
+    #[arg(long, env = "SSO_ALLOW_LOCAL_ISSUERS", global = true)]
+    pub sso_allow_local_issuers: Option<bool>,
+
     /// Seconds a tenant may stay past due after a failed payment before it is suspended.
     #[arg(long, env = "BILLING_GRACE_SECS", default_value_t = 7 * 24 * 3600, global = true)]
     pub billing_grace_secs: u64,
@@ -322,6 +332,11 @@ impl Config {
     /// Whether `/playground` is served: as configured, else only outside production.
     pub fn playground_enabled(&self) -> bool {
         self.playground.unwrap_or(self.app_env == AppEnv::Development)
+    }
+
+    /// Whether SSO may reach local providers: as configured, else only outside production.
+    pub fn sso_local_issuers_allowed(&self) -> bool {
+        self.sso_allow_local_issuers.unwrap_or(self.app_env == AppEnv::Development)
     }
 
     /// Whether introspection is answered: as configured, else only outside production.

@@ -45,6 +45,8 @@ mod rows;
 mod schema;
 mod secrets;
 mod shutdown;
+mod sso;
+mod sso_support;
 mod statements;
 mod tenants;
 mod tokens;
