@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "TENANT_PURGE_AFTER_DAYS", default_value_t = 30, global = true)]
     pub tenant_purge_after_days: u32,
 
+    /// Tenant schemas kept created and migrated ahead of time, so `createTenant` claims one
+    /// instead of running migrations (0: every tenant is provisioned cold).
+    #[arg(long, env = "TENANT_WARM_POOL", default_value_t = 4, global = true)]
+    pub tenant_warm_pool: usize,
+
     /// The plan catalog. Unset: ./plans.toml if present, else the built-in catalog.
     #[arg(long, env = "PLANS_FILE", global = true)]
     pub plans_file: Option<PathBuf>,
@@ -166,6 +171,16 @@ pub struct Config {
     /// Unset: the origin of PUBLIC_URL.
     #[arg(long, env = "BILLING_ALLOWED_ORIGINS", global = true)]
     pub billing_allowed_origins: Option<String>,
+
+    /// Origins the frontend runs on, comma-separated: where single sign-on sends the browser
+    /// back (`startSsoSignIn(redirectUrl:)`). Unset: BILLING_ALLOWED_ORIGINS, else PUBLIC_URL's origin.
+    #[arg(long, env = "APP_ALLOWED_ORIGINS", global = true)]
+    pub app_allowed_origins: Option<String>,
+
+    /// Let SSO issuers use plain http and loopback or private addresses (a provider on this
+    /// machine or network). Unset: on in development, off in production.
+    #[arg(long, env = "SSO_ALLOW_LOCAL_ISSUERS", global = true)]
+    pub sso_allow_local_issuers: Option<bool>,
 
     /// Seconds a tenant may stay past due after a failed payment before it is suspended.
     #[arg(long, env = "BILLING_GRACE_SECS", default_value_t = 7 * 24 * 3600, global = true)]
@@ -317,6 +332,11 @@ impl Config {
     /// Whether `/playground` is served: as configured, else only outside production.
     pub fn playground_enabled(&self) -> bool {
         self.playground.unwrap_or(self.app_env == AppEnv::Development)
+    }
+
+    /// Whether SSO may reach local providers: as configured, else only outside production.
+    pub fn sso_local_issuers_allowed(&self) -> bool {
+        self.sso_allow_local_issuers.unwrap_or(self.app_env == AppEnv::Development)
     }
 
     /// Whether introspection is answered: as configured, else only outside production.

@@ -47,8 +47,50 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     /// `PAYLOAD_TOO_LARGE`, 431: a header is larger than MAX_HEADER_VALUE_BYTES; names it.
     HeaderTooLarge { header: String, limit: usize },
+    /// A single sign-on failure; `failure` names the code and status (`SsoFailure`), `message`
+    /// what the person can do about it (never a token or a secret).
+    Sso { failure: SsoFailure, message: String },
     /// `INTERNAL`, 500: a bug or an infrastructure failure; the detail is logged, never sent.
     Internal(anyhow::Error),
+}
+
+/// Why single sign-on refused (docs/sso.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoFailure {
+    /// `SSO_REQUIRED`, 403: the address's organisation enforces SSO; passwords and sessions
+    /// opened without it are refused.
+    Required,
+    /// `SSO_STATE_INVALID`, 400: the sign-in is unknown, expired, already used, or was started
+    /// in another browser.
+    StateInvalid,
+    /// `SSO_TOKEN_INVALID`, 401: the provider's ID token failed validation (issuer, audience,
+    /// signature, expiry, nonce).
+    TokenInvalid,
+    /// `SSO_DOMAIN_NOT_VERIFIED`, 403: the email's domain is not verified for this tenant.
+    DomainNotVerified,
+    /// `SSO_PROVIDER_UNAVAILABLE`, 502: the provider could not be reached or refused the request.
+    ProviderUnavailable,
+}
+
+impl SsoFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Required => "SSO_REQUIRED",
+            Self::StateInvalid => "SSO_STATE_INVALID",
+            Self::TokenInvalid => "SSO_TOKEN_INVALID",
+            Self::DomainNotVerified => "SSO_DOMAIN_NOT_VERIFIED",
+            Self::ProviderUnavailable => "SSO_PROVIDER_UNAVAILABLE",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Required | Self::DomainNotVerified => StatusCode::FORBIDDEN,
+            Self::StateInvalid => StatusCode::BAD_REQUEST,
+            Self::TokenInvalid => StatusCode::UNAUTHORIZED,
+            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// Seconds a client is asked to wait while the database is unreachable.
@@ -57,6 +99,10 @@ pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 impl AppError {
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
         Self::Validation { field, message: message.into() }
+    }
+
+    pub fn sso(failure: SsoFailure, message: impl Into<String>) -> Self {
+        Self::Sso { failure, message: message.into() }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
@@ -90,6 +136,7 @@ impl AppError {
             Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::PayloadTooLarge { .. } | Self::HeaderTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::Sso { failure, .. } => failure.code(),
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -111,6 +158,7 @@ impl AppError {
             Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Sso { failure, .. } => failure.status(),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,7 +180,7 @@ impl AppError {
         match self {
             Self::Unauthenticated(m) | Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::TenantNotFound(m) | Self::BillingUnavailable(m) => m.clone(),
+            Self::TenantNotFound(m) | Self::BillingUnavailable(m) | Self::Sso { message: m, .. } => m.clone(),
             Self::TenantSuspended => {
                 "this tenant is suspended; its owner can contact support to reactivate it".to_owned()
             }

@@ -25,6 +25,7 @@ pub mod plans;
 pub mod projects;
 pub mod request;
 pub mod secrets;
+pub mod sso;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;

@@ -16,6 +16,7 @@ use crate::auth::hasher::Hasher;
 use crate::auth::throttle::Throttles;
 use crate::auth::token::TokenKeys;
 use crate::billing::Billing;
+use crate::billing::origins::AllowedOrigins;
 use crate::crypto::Keyring;
 use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
@@ -23,6 +24,7 @@ use crate::db::migration_lag::MigrationLag;
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
+use crate::sso::Sso;
 use crate::tenancy::domain_proof::DomainProof;
 use crate::tenancy::resolve::TenantCache;
 use crate::usage::Usage;
@@ -61,6 +63,8 @@ pub struct Inner {
     pub hasher: Hasher,
     /// How long a deleted tenant's data is kept.
     pub purge_after: chrono::Duration,
+    /// Warm tenant schemas to keep ready (`TENANT_WARM_POOL`).
+    pub warm_pool: usize,
     pub started_at: Instant,
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,
@@ -70,6 +74,10 @@ pub struct Inner {
     pub billing: Billing,
     /// Checks custom-domain claims (`verifyDomain`).
     pub domain_proof: DomainProof,
+    /// Single sign-on: the providers' cache and the callback URL.
+    pub sso: Sso,
+    /// Where the frontend may be sent back to after SSO (`APP_ALLOWED_ORIGINS`).
+    pub app_origins: AllowedOrigins,
 }
 
 impl Deref for AppState {
@@ -100,6 +108,21 @@ impl AppState {
     /// What checkout, the customer portal and Stripe's events use.
     pub fn payments(&self) -> crate::billing::Handles<'_> {
         crate::billing::Handles { pool: &self.pool, plans: &self.plans, billing: &self.billing }
+    }
+
+    /// What single sign-on uses.
+    pub fn single_sign_on(&self) -> crate::sso::Handles<'_> {
+        crate::sso::Handles {
+            pool: &self.pool,
+            keys: &self.keys,
+            tokens: &self.tokens,
+            plans: &self.plans,
+            access: &self.access,
+            sso: &self.sso,
+            domain_proof: &self.domain_proof,
+            base_domain: &self.base_domain,
+            public_url: &self.public_url,
+        }
     }
 
     /// What creating a tenant uses.

@@ -33,6 +33,8 @@ pub const TEST_SETTINGS: &[(&str, &str)] = &[
     ("SIGN_UPS_PER_IP_PER_HOUR", "100000"),
     ("MAILS_PER_ADDRESS_PER_HOUR", "1000"),
     ("RESETS_PER_IP_PER_HOUR", "100000"),
+    // Warm schemas would be made in every test database; the warm-pool tests turn it on.
+    ("TENANT_WARM_POOL", "0"),
 ];
 
 /// The environment of a test server on `database_url` (`None`: its own embedded cluster) with

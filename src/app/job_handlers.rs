@@ -1,10 +1,11 @@
 //! The product's own jobs, each run by the feature that owns it: mail, tenant purge, dunning,
-//! storage measurement, and pruning finished jobs.
+//! storage measurement, pruning finished jobs, and refilling the warm pool of tenant schemas.
 
 use std::time::Duration;
 
 use crate::jobs::{JobCtx, JobError, Registry, repo};
 use crate::state::AppState;
+use crate::tenancy::warm;
 
 /// Purges tenants deleted longer ago than `TENANT_PURGE_AFTER_DAYS` (hourly).
 pub const PURGE_TENANTS: &str = "tenants.purge";
@@ -16,6 +17,8 @@ pub const PRUNE_JOBS: &str = "jobs.prune";
 /// How long done and cancelled jobs stay listed.
 const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
 const HOURLY: Duration = Duration::from_secs(3600);
+/// How often the warm pool is checked besides after each claim (replaces what a migration made stale).
+const WARM_POOL_CHECK: Duration = Duration::from_secs(60);
 
 /// Wraps a handler that needs the application state.
 fn with_state<F, Fut>(state: &AppState, f: F) -> impl Fn(JobCtx) -> Fut + Send + Sync + 'static
@@ -63,4 +66,19 @@ pub fn registry(state: &AppState) -> Registry {
             Ok(())
         })
         .every(PRUNE_JOBS, HOURLY)
+        .handle(
+            warm::REFILL,
+            with_state(state, |s, ctx| async move {
+                let done = warm::refill(ctx.pool(), &s.tenant_migrations, s.warm_pool).await?;
+                if done != warm::Refilled::default() {
+                    tracing::info!(
+                        warm.dropped = done.dropped,
+                        warm.created = done.created,
+                        "warm pool refilled"
+                    );
+                }
+                Ok(())
+            }),
+        )
+        .every(warm::REFILL, WARM_POOL_CHECK)
 }

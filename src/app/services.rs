@@ -19,6 +19,7 @@ use crate::auth::hasher::Hasher;
 use crate::auth::throttle::Throttles;
 use crate::auth::token::{ACCESS_TOKEN_TTL, TokenKeys};
 use crate::billing::Billing;
+use crate::billing::origins::AllowedOrigins;
 use crate::config::{AppEnv, Config, ExposeSecret};
 use crate::crypto::Keyring;
 use crate::db::TenantPool;
@@ -29,6 +30,7 @@ use crate::http::{EdgeLimits, EdgeSettings, HttpSettings, LiveSockets, WsSetting
 use crate::mail::Mailer;
 use crate::members::MemberCache;
 use crate::plans::{AccessCache, PlanCatalog};
+use crate::sso::Sso;
 use crate::state::{AppState, Inner};
 use crate::tenancy::domain_proof::{DomainProof, Resolver};
 use crate::tenancy::resolve::TenantCache;
@@ -67,6 +69,7 @@ pub fn app_state(
         throttles: throttles(config),
         hasher: password_hasher(config)?,
         purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
+        warm_pool: config.tenant_warm_pool,
         started_at: Instant::now(),
         memory_limit_bytes: config
             .memory_limit_mb
@@ -78,7 +81,19 @@ pub fn app_state(
             &config.domain_check_hosts,
             Resolver::new(&config.domain_check_resolve)?,
         )?,
+        sso: Sso::new(&config.public_url, config.sso_local_issuers_allowed())?,
+        app_origins: app_origins(config)?,
     }))
+}
+
+/// `APP_ALLOWED_ORIGINS`, else `BILLING_ALLOWED_ORIGINS`, else PUBLIC_URL's origin.
+fn app_origins(config: &Config) -> anyhow::Result<AllowedOrigins> {
+    let list = config
+        .app_allowed_origins
+        .as_deref()
+        .or(config.billing_allowed_origins.as_deref())
+        .unwrap_or(&config.public_url);
+    AllowedOrigins::parse(list).context("APP_ALLOWED_ORIGINS")
 }
 
 /// What the HTTP layer enforces and serves, from `config`.

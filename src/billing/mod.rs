@@ -4,7 +4,7 @@
 pub mod apply;
 pub mod events;
 pub mod model;
-mod origins;
+pub mod origins;
 pub mod policy;
 pub mod prices;
 pub mod provider;

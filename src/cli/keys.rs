@@ -30,8 +30,11 @@ pub async fn run(pool: Pool, keys: Keyring, cmd: KeysCommand) -> anyhow::Result<
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let outcome = crate::secrets::rotate(&pool, &keys, args.batch, |done| bar.set_position(done)).await?;
+    let mut outcome = crate::secrets::rotate(&pool, &keys, args.batch, |done| bar.set_position(done)).await?;
     bar.finish_and_clear();
+    let sso = crate::sso::rotation::rotate(&pool, &keys).await?;
+    outcome.reencrypted += sso.reencrypted;
+    outcome.unreadable += sso.unreadable;
     if args.json {
         println!("{}", serde_json::to_string(&outcome)?);
     } else {

@@ -12,6 +12,7 @@ use crate::audit::Actor;
 use crate::billing::model::BillingState;
 use crate::billing::repo as billing_repo;
 use crate::db::TenantTx;
+use crate::db::citus::{self, Moved, Node, TransferMode};
 use crate::db::migrate::{LockPolicy, MigrationSet};
 use crate::error::AppError;
 use crate::plans::{self, PlanCatalog};
@@ -83,6 +84,18 @@ pub enum TenantsCommand {
         /// Print the summary as JSON (for scripts); no progress bar.
         #[arg(long)]
         json: bool,
+    },
+    /// Move a tenant to another node of a Citus cluster while it is served (`citus_schema_move`:
+    /// logical replication, writes blocked only for the switch-over). Checks first that Citus is
+    /// installed, the tenant's schema is distributed, the target is an active node and every
+    /// node has `wal_level = logical`. Run it against the coordinator.
+    Move {
+        subdomain: String,
+        /// The target node, as the cluster names it (`pg_dist_node`): HOST:PORT.
+        #[arg(long)]
+        to: Node,
+        #[arg(long, value_enum, default_value_t = TransferMode::Auto)]
+        mode: TransferMode,
     },
 }
 
@@ -179,6 +192,18 @@ pub async fn run(
         }
         TenantsCommand::GrantRoles { jobs, json } => {
             return super::migrate::grant_roles_and_report(&pool, usize::from(jobs), json).await;
+        }
+        TenantsCommand::Move { subdomain, to, mode } => {
+            let tenant = tenancy::by_subdomain(&pool, &subdomain).await.map_err(AppError::into_anyhow)?;
+            let started = std::time::Instant::now();
+            match citus::move_schema(&pool, &tenant.schema, &to, mode).await? {
+                Moved::AlreadyThere => println!("{subdomain} is already on {to}"),
+                Moved::From(from) => println!(
+                    "moved {subdomain} ({}) from {from} to {to} in {:.1} s",
+                    tenant.schema,
+                    started.elapsed().as_secs_f64()
+                ),
+            }
         }
         TenantsCommand::Purge => {
             let grace = chrono::Duration::days(i64::from(purge_after_days));

@@ -131,15 +131,25 @@ pub async fn migrate_tenant_in_tx(
     schema: &SchemaName,
     set: &MigrationSet,
 ) -> anyhow::Result<usize> {
-    lock_schema(tx, schema).await?;
-    tx.execute("select set_config('search_path', $1, true)", &[&schema.quoted()]).await?;
-    let applied = set.apply(tx, TENANT_HISTORY).await?;
+    let applied = migrate_schema_in_tx(tx, schema, set).await?;
     tx.execute(
         "update control.tenants set migration_version = $2 where id = $1",
         &[&tenant_id, &set.latest_version()],
     )
     .await?;
     Ok(applied)
+}
+
+/// Brings one tenant schema to `set`'s latest version (no tenant row needed: a warm schema has
+/// none yet), under the schema's DDL lock.
+pub async fn migrate_schema_in_tx(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    set: &MigrationSet,
+) -> anyhow::Result<usize> {
+    lock_schema(tx, schema).await?;
+    tx.execute("select set_config('search_path', $1, true)", &[&schema.quoted()]).await?;
+    set.apply(tx, TENANT_HISTORY).await
 }
 
 /// Takes the transaction-scoped advisory lock that serialises all DDL on one tenant schema.

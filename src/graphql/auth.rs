@@ -42,7 +42,7 @@ pub struct AuthPayload {
 }
 
 impl AuthPayload {
-    fn new(user: User, tokens: Tokens) -> Self {
+    pub(crate) fn new(user: User, tokens: Tokens) -> Self {
         Self { access_token: tokens.access_token, refresh_token: tokens.refresh_token, user: user.into() }
     }
 }
@@ -79,6 +79,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("signUp")?;
+        crate::sso::enforcement::password_allowed(rc.state.single_sign_on(), &email).await?;
         let (user, tokens) =
             crate::auth::sign_up(rc.state.identity(), rc.client_ip(), &email, &password, &name).await?;
         Ok(AuthPayload::new(user, tokens))
@@ -93,6 +94,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
         rc.spend_costly("signIn")?;
+        crate::sso::enforcement::password_allowed(rc.state.single_sign_on(), &email).await?;
         let (user, tokens) =
             crate::auth::sign_in(rc.state.identity(), rc.client_ip(), &email, &password).await?;
         Ok(AuthPayload::new(user, tokens))
@@ -106,6 +108,7 @@ impl AuthMutation {
         #[graphql(secret)] refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
         let rc = ctx.data::<RequestCtx>()?;
+        crate::sso::enforcement::before_refresh(rc.state.single_sign_on(), &refresh_token).await?;
         let (user_id, tokens) = session::refresh(&rc.state.pool, &rc.state.tokens, &refresh_token).await?;
         let client = rc.state.pool.get().await.map_err(AppError::from)?;
         let user = repo::require(&client, user_id).await?;

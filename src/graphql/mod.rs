@@ -14,6 +14,7 @@ pub mod plans;
 pub mod projects;
 pub mod scalars;
 pub mod secrets;
+pub mod sso;
 pub mod tenancy;
 pub mod usage;
 
@@ -28,6 +29,7 @@ use self::members::{MemberMutation, MemberQuery};
 use self::plans::PlanQuery;
 use self::projects::{ProjectMutation, ProjectQuery};
 use self::secrets::{SecretMutation, SecretQuery};
+use self::sso::{SsoMutation, SsoQuery};
 use self::tenancy::{TenantMutation, TenantQuery};
 use self::usage::{UsageQuery, UsageSubscription};
 
@@ -45,6 +47,7 @@ pub struct QueryRoot(
     ProjectQuery,
     SecretQuery,
     UsageQuery,
+    SsoQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -56,6 +59,7 @@ pub struct MutationRoot(
     BillingMutation,
     ProjectMutation,
     SecretMutation,
+    SsoMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -11,6 +11,7 @@ mod negotiate;
 pub mod observe;
 mod playground;
 mod serve;
+mod sso_callback;
 mod webhook;
 mod ws;
 mod ws_gate;
@@ -109,6 +110,7 @@ pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Rout
         .route("/graphql/ws", get(ws::handler))
         .route("/api/health", get(health::api_health))
         .route("/api/stripe/webhook", post(webhook::handler))
+        .route("/sso/callback", get(sso_callback::handler))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics));

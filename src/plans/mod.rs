@@ -27,6 +27,8 @@ pub enum Feature {
     DedicatedSupport,
     Sla,
     CustomDomain,
+    /// Enterprise single sign-on (OpenID Connect) and verified email domains.
+    Sso,
 }
 
 impl Feature {
@@ -41,6 +43,7 @@ impl Feature {
             Self::DedicatedSupport => "dedicated_support",
             Self::Sla => "sla",
             Self::CustomDomain => "custom_domain",
+            Self::Sso => "sso",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod model;
 pub mod provision;
 pub mod repo;
 pub mod resolve;
+pub mod warm;
 
 use deadpool_postgres::Pool;
 use uuid::Uuid;

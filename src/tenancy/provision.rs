@@ -7,7 +7,10 @@
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
+use deadpool_postgres::Transaction;
+
 use super::model::{Subdomain, TENANT_COLUMNS, Tenant, TenantName};
+use super::warm;
 use crate::db::migrate::{MigrationSet, migrate_tenant_in_tx};
 use crate::db::{SchemaName, tenant_role};
 use crate::error::{AppError, violated_constraint};
@@ -20,9 +23,25 @@ pub struct NewTenant {
     pub owner: Option<Uuid>,
 }
 
-/// Provisions a tenant under a fresh random id.
+/// Provisions a tenant: in a warm schema of the pool if one is ready (one statement claims it,
+/// no DDL), else under a fresh random id with its schema created and migrated now.
+#[tracing::instrument(skip_all, fields(tenant.id, warm))]
 pub async fn provision(pool: &Pool, migrations: &MigrationSet, new: NewTenant) -> Result<Tenant, AppError> {
-    provision_with_id(pool, migrations, Uuid::new_v4(), new).await
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some((id, schema)) = warm::claim(&tx, migrations).await? else {
+        drop(tx);
+        drop(client);
+        tracing::Span::current().record("warm", false);
+        return provision_with_id(pool, migrations, Uuid::new_v4(), new).await;
+    };
+    let span = tracing::Span::current();
+    span.record("tenant.id", tracing::field::display(id));
+    span.record("warm", true);
+    insert_tenant(&tx, id, &schema, &new, migrations.latest_version()).await?;
+    // The pool refills behind the claim (a unique job: claims in a burst queue one refill).
+    crate::jobs::enqueue(&tx, &crate::jobs::NewJob::new(warm::REFILL).unique(warm::REFILL)).await?;
+    finish(tx, id).await
 }
 
 /// Provisions a tenant under a chosen id (imports keep or pick theirs; benches use fixed ones).
@@ -37,10 +56,25 @@ pub async fn provision_with_id(
     let schema = SchemaName::for_tenant(id);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    insert_tenant(&tx, id, &schema, &new, 0).await?;
+    tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
+    migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
+    tenant_role::grant(&tx, &schema).await?;
+    finish(tx, id).await
+}
+
+/// The tenant's control row, and its owner's membership.
+async fn insert_tenant(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    schema: &SchemaName,
+    new: &NewTenant,
+    migration_version: i32,
+) -> Result<(), AppError> {
     tx.execute(
-        "insert into control.tenants (id, name, subdomain, owner_id, schema_name)
-         values ($1, $2, $3, $4, $5)",
-        &[&id, &new.name.as_str(), &new.subdomain.as_str(), &new.owner, &schema.as_str()],
+        "insert into control.tenants (id, name, subdomain, owner_id, schema_name, migration_version)
+         values ($1, $2, $3, $4, $5, $6)",
+        &[&id, &new.name.as_str(), &new.subdomain.as_str(), &new.owner, &schema.as_str(), &migration_version],
     )
     .await
     .map_err(|err| match violated_constraint(&err) {
@@ -51,11 +85,13 @@ pub async fn provision_with_id(
         _ => err.into(),
     })?;
     if let Some(owner) = new.owner {
-        members_repo::insert(&tx, id, owner, Role::Owner).await?;
+        members_repo::insert(tx, id, owner, Role::Owner).await?;
     }
-    tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
-    migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
-    tenant_role::grant(&tx, &schema).await?;
+    Ok(())
+}
+
+/// Reads the new tenant back, tells the replicas and commits.
+async fn finish(tx: Transaction<'_>, id: Uuid) -> Result<Tenant, AppError> {
     let row =
         tx.query_one(&format!("select {TENANT_COLUMNS} from control.tenants where id = $1"), &[&id]).await?;
     // Replicas may have cached "no such tenant" for this subdomain: the commit clears it.

@@ -21,12 +21,12 @@ const VERIFY: &str = "mutation { verifyDomain { domain customDomain { domain sta
 /// A web site on loopback standing for the tenant's own server at `shop.test`: it serves the
 /// tokens it was given under the challenge path.
 #[derive(Clone, Default)]
-struct Site {
+pub struct Site {
     served: Arc<Mutex<Vec<String>>>,
 }
 
 impl Site {
-    async fn start() -> (Self, SocketAddr) {
+    pub async fn start() -> (Self, SocketAddr) {
         let site = Self::default();
         let router = axum::Router::new()
             .route("/.well-known/tenantry-challenge/{token}", axum::routing::get(Self::challenge))
@@ -45,7 +45,7 @@ impl Site {
         }
     }
 
-    fn serve(&self, token: &str) {
+    pub fn serve(&self, token: &str) {
         self.served.lock().unwrap().push(token.to_owned());
     }
 }

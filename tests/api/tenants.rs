@@ -127,3 +127,24 @@ async fn purge_drops_only_tenants_deleted_longer_ago_than_the_grace_period() {
         .collect();
     assert_eq!(left, ["alive", "new-gone"]);
 }
+
+#[tokio::test]
+async fn moving_a_tenant_without_citus_or_to_a_malformed_node_is_refused_with_what_to_do() {
+    let (db, _pool) = control_db().await;
+    assert!(
+        tenantry(&db.url, &["tenants", "create", "--name", "Mover", "--subdomain", "mover"]).status.success()
+    );
+
+    let out = tenantry(&db.url, &["tenants", "move", "mover", "--to", "worker-1.internal:5432"]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("citus extension is not installed"), "{stderr}");
+
+    let out = tenantry(&db.url, &["tenants", "move", "mover", "--to", "worker-1.internal"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not HOST:PORT"), "{out:?}");
+
+    let out = tenantry(&db.url, &["tenants", "move", "nobody", "--to", "worker-1.internal:5432"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant has the subdomain"), "{out:?}");
+}
