@@ -24,6 +24,8 @@ use crate::crypto::Keyring;
 use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
+use crate::graphql::documents::Documents;
+use crate::graphql::trusted::TrustedDocuments;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{EdgeLimits, EdgeSettings, HttpSettings, LiveSockets, WsSettings};
 use crate::mail::Mailer;
@@ -83,11 +85,16 @@ pub fn app_state(
 
 /// What the HTTP layer enforces and serves, from `config`.
 pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
+    let documents = Documents::new(config.introspection_enabled());
+    let trusted = TrustedDocuments::load(
+        config.trusted_documents,
+        config.trusted_documents_file.as_deref(),
+        &documents,
+    )?;
     Ok(HttpSettings {
         edge: EdgeSettings {
             max_body_bytes: config.max_body_bytes,
             max_header_value_bytes: config.max_header_value_bytes,
-            introspection: config.introspection_enabled(),
         },
         trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
         cors_origins: config.cors_origins.clone(),
@@ -104,6 +111,8 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
             config.ws_max_sockets_per_ip.max(1),
             config.ws_max_sockets_per_tenant.max(1),
         )),
+        documents: Arc::new(documents),
+        trusted: Arc::new(trusted),
     })
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::HttpState;
 use super::client_ip::ClientIp;
 use super::negotiate::{self, Media, negotiate};
-use crate::graphql::input_check;
+use crate::graphql::trusted::Choice;
 use crate::request::context::{Caller, RequestCtx};
 use crate::request::tenant as resolve;
 use crate::usage::RateHeaders;
@@ -51,11 +51,26 @@ async fn run(
     } else {
         parse::from_query_string(query_string.as_deref().unwrap_or_default())
     };
-    let mut request = match parsed {
-        Ok(request) => request,
+    let (mut request, document_id) = match parsed {
+        Ok(parsed) => parsed,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, &message),
     };
+    let settings = &*http.settings;
+    // The document: a trusted one by id (prepared at load), or the request's own text where the
+    // mode allows it. Refused before any credential or tenant is looked at.
+    let (prepared, cacheable) = match settings.trusted.choose(&request, document_id.as_deref()) {
+        Ok(Choice::Trusted(trusted)) => {
+            request.set_parsed_query(trusted.prepared.doc.clone());
+            (Some(trusted.prepared.clone()), method == Method::GET && request.query.is_empty())
+        }
+        Ok(Choice::AdHoc) => (None, false),
+        Err(refused) => {
+            let status = media.request_error_status(StatusCode::BAD_REQUEST);
+            return negotiate::error_response(Media::GraphqlResponse, status, refused.code, refused.message);
+        }
+    };
     let state = &http.app;
+    let credentials = headers.contains_key(header::AUTHORIZATION);
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
     let caller = Caller::from_headers(state, &headers).await;
     let tenant = match resolve::resolve(state, &headers).await {
@@ -71,8 +86,11 @@ async fn run(
         Err(err) => return err.into_response(),
     };
     record_caller(tenant.as_deref().map(|t| t.tenant.id), &caller);
-    // A query text seen before skips parsing (the cache is bounded).
-    http.documents.attach(&mut request).await;
+    // A query text seen before skips parsing, and validation once it passed (the cache is bounded).
+    let prepared = match prepared {
+        Some(prepared) => Some(prepared),
+        None => settings.documents.attach(&mut request).await,
+    };
     let operation = operation(&mut request);
     if let Some((ty, name)) = &operation {
         let span = tracing::Span::current();
@@ -105,10 +123,7 @@ async fn run(
             }
         }
     }
-    let mut response = match input_check::check_request(&http.schema, &mut request) {
-        Ok(()) => http.schema.execute(request.data(ctx)).await,
-        Err(refused) => async_graphql::Response::from_errors(vec![refused]),
-    };
+    let mut response = settings.documents.execute(request.data(ctx), prepared).await;
     if let Some(access) = &metered
         && mutation
     {
@@ -138,6 +153,7 @@ async fn run(
         }
         return response;
     }
+    let kept = response.errors.is_empty();
     let retry_after = come_back_later(&response);
     let mut http = GraphQLResponse::from(response).into_response();
     // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429, and a
@@ -149,7 +165,26 @@ async fn run(
     if let Some(headers) = limits {
         set_rate_headers(&mut http, headers);
     }
+    if cacheable {
+        cache_headers(&mut http, kept, credentials);
+    }
     http
+}
+
+/// A GET naming a trusted document by id is a short, stable URL: its answer may be kept, by the
+/// caller's own cache when it carries credentials, by shared caches when it does not; either
+/// way keyed by the headers that choose the caller and the tenant. Errors are never kept.
+fn cache_headers(response: &mut Response, kept: bool, credentials: bool) {
+    let headers = response.headers_mut();
+    let value = if !kept {
+        "no-store"
+    } else if credentials {
+        "private, max-age=10"
+    } else {
+        "public, max-age=60"
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    headers.insert(header::VARY, HeaderValue::from_static("authorization, x-tenant"));
 }
 
 /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the window resets).

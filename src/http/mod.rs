@@ -30,20 +30,17 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use self::client_ip::TrustedProxies;
-use crate::graphql::documents::DocumentCache;
-use crate::graphql::{AppSchema, build_schema_for};
+use crate::graphql::documents::Documents;
+use crate::graphql::trusted::TrustedDocuments;
 use crate::state::AppState;
 
-/// What the routes share: the application state, the HTTP settings, and the GraphQL schema with
-/// its document cache (kept here, not in `AppState`, so features never depend on the schema they
-/// are part of).
+/// What the routes share: the application state and the HTTP settings, which hold the GraphQL
+/// schema with its documents (kept here, not in `AppState`, so features never depend on the
+/// schema they are part of).
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
     pub settings: Arc<HttpSettings>,
-    pub schema: AppSchema,
-    /// Parsed queries by text.
-    pub documents: Arc<DocumentCache>,
 }
 
 /// What the HTTP layer enforces and serves (built by `app::services::http_settings`).
@@ -65,6 +62,10 @@ pub struct HttpSettings {
     pub ws: WsSettings,
     /// The open websockets, told by the assembly when credentials, members or tenants change.
     pub live: Arc<LiveSockets>,
+    /// The GraphQL schema and its prepared documents.
+    pub documents: Arc<Documents>,
+    /// The trusted documents' manifest (`TRUSTED_DOCUMENTS_FILE`), reloaded by the assembly.
+    pub trusted: Arc<TrustedDocuments>,
 }
 
 /// What the HTTP edge enforces beyond hyper's limits on request heads.
@@ -74,8 +75,6 @@ pub struct EdgeSettings {
     pub max_body_bytes: usize,
     /// `MAX_HEADER_VALUE_BYTES`.
     pub max_header_value_bytes: usize,
-    /// Whether GraphQL introspection is answered (`INTROSPECTION`).
-    pub introspection: bool,
 }
 
 impl FromRef<HttpState> for Arc<HttpSettings> {
@@ -98,12 +97,7 @@ pub fn router(app: AppState, settings: HttpSettings) -> Router {
 /// get the same request ids, logs, metrics, CORS, headers, timeout and panic handling.
 pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Router {
     let cors = hardening::cors(&settings.cors_origins);
-    let state = HttpState {
-        app,
-        schema: build_schema_for(settings.edge.introspection),
-        settings: Arc::new(settings),
-        documents: Arc::new(DocumentCache::new(16 * 1024 * 1024)),
-    };
+    let state = HttpState { app, settings: Arc::new(settings) };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/graphql/ws", get(ws::handler))

@@ -47,6 +47,7 @@ mod shutdown;
 mod statements;
 mod tenants;
 mod tokens;
+mod trusted_documents;
 mod usage;
 mod validation;
 mod ws_limits;
