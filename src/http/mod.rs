@@ -120,11 +120,10 @@ pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Rout
         // Innermost first: bodies and headers are bounded before any handler reads them (the
         // limit is ours, so axum's own is off); a panic becomes a response before the headers,
         // CORS and the request line see it; `observe` is outermost so its span and timing
-        // cover everything.
+        // cover everything, and it adds the security headers to every response.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(limits)
         .layer(CatchPanicLayer::custom(observe::on_panic))
-        .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
         .layer(observe)
 }

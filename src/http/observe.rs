@@ -92,6 +92,7 @@ pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request
         response = panicked(&request_id);
     }
     response.headers_mut().insert(X_REQUEST_ID, id_header);
+    super::hardening::security_headers(response.headers_mut());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let status_label = status_label(status);
