@@ -69,16 +69,7 @@ pub fn manifest(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 /// The same reads as `shots`, naming the trusted document by `documentId` instead of sending it.
 pub fn trusted_shots(range: Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
     let id = document_id();
-    let shots = range
-        .map(|i| {
-            let body = json!({ "documentId": id, "variables": { "id": setup::project_id(i) } });
-            Ok(Shot {
-                tenant: HeaderValue::from_str(&setup::subdomain(i))?,
-                body: Bytes::from(serde_json::to_vec(&body)?),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Arc::new(shots))
+    shots_with(range, |i| json!({ "documentId": id, "variables": { "id": setup::project_id(i) } }))
 }
 
 /// `Authorization: Bearer <token>` for the bench user, signed with the server's secret.
@@ -94,12 +85,19 @@ pub fn target(addr: SocketAddr, authorization: &HeaderValue, shots: &Arc<Vec<Sho
 
 /// One request per tenant in `range`, each asking for that tenant's bench project.
 pub fn shots(range: Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
+    shots_with(range, |i| json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } }))
+}
+
+/// One request per tenant in `range` with the body `body(i)`.
+fn shots_with(
+    range: Range<usize>,
+    body: impl Fn(usize) -> serde_json::Value,
+) -> anyhow::Result<Arc<Vec<Shot>>> {
     let shots = range
         .map(|i| {
-            let body = json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } });
             Ok(Shot {
                 tenant: HeaderValue::from_str(&setup::subdomain(i))?,
-                body: Bytes::from(serde_json::to_vec(&body)?),
+                body: Bytes::from(serde_json::to_vec(&body(i))?),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
