@@ -85,6 +85,8 @@ pub fn app_state(
 
 /// What the HTTP layer enforces and serves, from `config`.
 pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
+    // The recorder first: the request metrics' handles come from it.
+    let metrics = super::process::metrics_recorder();
     let documents = Documents::new(config.introspection_enabled());
     let trusted = TrustedDocuments::load(
         config.trusted_documents,
@@ -101,7 +103,8 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
         metrics_token: config.metrics_token.clone().filter(|t| !t.expose_secret().is_empty()),
         request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         playground: config.playground_enabled(),
-        metrics: super::process::metrics_recorder().clone(),
+        metrics: metrics.clone(),
+        request_metrics: crate::http::observe::RequestMetrics::new(),
         ws: WsSettings {
             init_timeout: Duration::from_secs(config.ws_init_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),

@@ -92,12 +92,7 @@ async fn run(
         None => settings.documents.attach(&mut request).await,
     };
     let operation = operation(&mut request);
-    if let Some((ty, name)) = &operation {
-        let span = tracing::Span::current();
-        span.record("graphql.type", type_label(*ty));
-        span.record("graphql.operation", name.as_str());
-    }
-    let mutation = operation.as_ref().is_some_and(|(ty, _)| *ty == OperationType::Mutation);
+    let mutation = operation == Some(OperationType::Mutation);
     if method == Method::GET && mutation {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -143,7 +138,7 @@ async fn run(
         }
         err.message = crate::error::clip(&err.message);
     }
-    count_operation(operation.map(|(ty, _)| ty), &response);
+    count_operation(operation, &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
         let status = media.request_error_status(StatusCode::BAD_REQUEST);
@@ -245,10 +240,11 @@ fn record_caller(tenant: Option<uuid::Uuid>, caller: &Caller) {
     }
 }
 
-/// The type of the operation the request would run, and its name: the operation's own name,
-/// else its first root field. Both come from the parsed document, never from free text. With
-/// several operations and none chosen, a mutation among them counts (GET must refuse it).
-fn operation(request: &mut async_graphql::Request) -> Option<(OperationType, String)> {
+/// The type of the operation the request would run, put on the request's span with its name:
+/// the operation's own name, else its first root field (both from the parsed document, never
+/// from free text; borrowed, not copied). With several operations and none chosen, a mutation
+/// among them counts (GET must refuse it).
+fn operation(request: &mut async_graphql::Request) -> Option<OperationType> {
     use async_graphql::parser::types::{OperationDefinition, Selection};
     let chosen = request.operation_name.clone();
     let doc = request.parsed_query().ok()?;
@@ -257,15 +253,18 @@ fn operation(request: &mut async_graphql::Request) -> Option<(OperationType, Str
             Selection::Field(field) => Some(field.node.name.node.as_str()),
             _ => None,
         });
-        let name: String = name.or(first_field).unwrap_or("anonymous").chars().take(64).collect();
-        (op.ty, name)
+        let name = name.or(first_field).unwrap_or("anonymous");
+        let span = tracing::Span::current();
+        span.record("graphql.type", type_label(op.ty));
+        span.record("graphql.operation", name.get(..name.floor_char_boundary(64)).unwrap_or(name));
+        op.ty
     };
     match &doc.operations {
         // The parser keeps no name for a lone operation.
         DocumentOperations::Single(op) => Some(describe(None, &op.node)),
-        DocumentOperations::Multiple(ops) => match chosen {
+        DocumentOperations::Multiple(ops) => match chosen.as_deref() {
             Some(chosen) => {
-                ops.get_key_value(chosen.as_str()).map(|(name, op)| describe(Some(name.as_str()), &op.node))
+                ops.get_key_value(chosen).map(|(name, op)| describe(Some(name.as_str()), &op.node))
             }
             None => ops
                 .iter()

@@ -58,6 +58,8 @@ pub struct HttpSettings {
     pub playground: bool,
     /// Renders `/metrics` (the process's recorder, installed before the first request).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The per-request HTTP metrics' handles (from that recorder).
+    pub request_metrics: observe::RequestMetrics,
     /// Limits on `/graphql/ws`.
     pub ws: WsSettings,
     /// The open websockets, told by the assembly when credentials, members or tenants change.
