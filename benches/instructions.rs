@@ -16,10 +16,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use support::load::Connection;
+use std::sync::Arc;
+
+use support::load::{Connection, Shot};
 use support::report::{self, Figure};
 use support::server::ChildServer;
-use support::{BenchDb, Common, plain, read_request, setup};
+use support::{BenchDb, Common, app_server, plain, read_request, setup};
 use tenantry::db::migrate::MigrationSet;
 
 #[derive(Debug, Parser)]
@@ -42,13 +44,60 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    if plain::serve_if_asked()? {
+    if plain::serve_if_asked()? || app_server::serve_if_asked()? {
         return Ok(());
     }
     support::init_logs();
     let args = Args::parse();
     tokio::runtime::Runtime::new()?.block_on(run(args))
 }
+
+/// One server configuration measured.
+struct Variant {
+    name: &'static str,
+    /// Requests name the trusted document by id (else they send its text).
+    trusted: bool,
+    /// `RUST_LOG` of the server: `info` writes a JSON line per request, as shipped.
+    log: &'static str,
+    server: Server,
+}
+
+enum Server {
+    /// `tenantry serve`.
+    Product,
+    /// The same application in this bench binary, with metering and rate limits off.
+    MeteringOff,
+    /// The plain baseline.
+    Plain,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        name: "GraphQL read, document as text (ad hoc)",
+        trusted: false,
+        log: "info",
+        server: Server::Product,
+    },
+    Variant {
+        name: "GraphQL read, trusted document by id",
+        trusted: true,
+        log: "info",
+        server: Server::Product,
+    },
+    Variant { name: "plain handler, same SQL", trusted: false, log: "info", server: Server::Plain },
+    Variant {
+        name: "ad hoc, request log lines off (RUST_LOG=warn)",
+        trusted: false,
+        log: "warn",
+        server: Server::Product,
+    },
+    Variant {
+        name: "ad hoc, metering and rate limits off",
+        trusted: false,
+        log: "info",
+        server: Server::MeteringOff,
+    },
+];
 
 async fn run(args: Args) -> anyhow::Result<()> {
     for tool in ["valgrind", "callgrind_control"] {
@@ -60,52 +109,79 @@ async fn run(args: Args) -> anyhow::Result<()> {
     setup::ensure_tenants(&db.pool, &MigrationSet::tenant(), args.tenants, 10, 4).await?;
     let out = std::env::temp_dir().join(format!("tenantry-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out)?;
+    let manifest = read_request::manifest(&out)?;
+    let manifest = manifest.to_string_lossy().into_owned();
     // A small pool: one client connection keeps reusing the same database connection.
     let pool_size = 4;
 
-    let graphql = Callgrind::new(&out, "graphql");
-    let server = read_request::spawn_server(
-        &db.url,
-        pool_size,
-        &[],
-        &graphql.wrapper().each_ref().map(String::as_str),
-    )
-    .await?;
-    let graphql_ir = measure(&server, &graphql, &args).await?;
-    server.stop().await?;
-
-    let baseline = Callgrind::new(&out, "plain");
-    let plain =
-        plain::spawn(&db.url, args.tenants, pool_size, &baseline.wrapper().each_ref().map(String::as_str))
-            .await?;
-    let plain_ir = measure(&plain, &baseline, &args).await?;
-    plain.stop().await?;
+    let mut measured = Vec::new();
+    for (i, variant) in VARIANTS.iter().enumerate() {
+        let callgrind = Callgrind::new(&out, i);
+        let wrapper = callgrind.wrapper();
+        let wrapper = wrapper.each_ref().map(String::as_str);
+        let mut envs = read_request::server_envs(&db.url, &pool_size.to_string());
+        envs.push(("RUST_LOG", variant.log.to_owned()));
+        if variant.trusted {
+            envs.push(("TRUSTED_DOCUMENTS_FILE", manifest.clone()));
+        }
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = match variant.server {
+            Server::Product => {
+                ChildServer::spawn(support::tenantry_exe(), &["serve"], &envs, &wrapper).await?
+            }
+            Server::MeteringOff => app_server::spawn(&envs, false, &wrapper).await?,
+            Server::Plain => plain::spawn(&db.url, args.tenants, pool_size, &wrapper).await?,
+        };
+        let shots = if variant.trusted {
+            read_request::trusted_shots(0..args.tenants)?
+        } else {
+            read_request::shots(0..args.tenants)?
+        };
+        let ir = measure(&server, &callgrind, &shots, &args).await?;
+        server.stop().await?;
+        eprintln!("{}: {:.0} instructions per request", variant.name, ir.marginal);
+        measured.push(ir);
+    }
     if args.keep {
-        eprintln!("callgrind output kept in {}", out.display());
+        eprintln!("callgrind output kept in {} (part 3 of each: the 2N window)", out.display());
     } else {
         let _ = std::fs::remove_dir_all(&out);
     }
 
-    let row = |name, ir: PerRequest| {
-        Figure::plain(name, format!("{:.0} (first window alone: {:.0})", ir.marginal, ir.first_window))
-    };
+    let plain_ir = measured[2].marginal;
+    let mut rows: Vec<Figure> = VARIANTS
+        .iter()
+        .zip(&measured)
+        .map(|(variant, ir)| {
+            Figure::plain(
+                variant.name,
+                format!(
+                    "{:.0} (÷ plain {:.2}; first window alone: {:.0})",
+                    ir.marginal,
+                    ir.marginal / plain_ir,
+                    ir.first_window
+                ),
+            )
+        })
+        .collect();
+    let ad_hoc = measured[0].marginal;
+    let costs = [
+        (1, "cost of a document sent as text (ad hoc − trusted)"),
+        (3, "cost of the request log line (info − warn)"),
+        (4, "cost of metering and rate limits (on − off)"),
+    ];
+    for (i, feature) in costs {
+        rows.push(Figure::plain(
+            feature,
+            format!("{:.0} instructions per request", ad_hoc - measured[i].marginal),
+        ));
+    }
     report::print(
         &format!(
             "Instructions per request (callgrind): {} tenants in turn, N = {}, 1 connection",
             args.tenants, args.requests
         ),
-        &[
-            row("GraphQL read `project(id)`", graphql_ir),
-            row("plain handler, same SQL", plain_ir),
-            Figure::plain(
-                "GraphQL ÷ plain",
-                format!(
-                    "{:.2} ({:.0} instructions more)",
-                    graphql_ir.marginal / plain_ir.marginal,
-                    graphql_ir.marginal - plain_ir.marginal
-                ),
-            ),
-        ],
+        &rows,
     );
     Ok(())
 }
@@ -119,10 +195,14 @@ struct PerRequest {
 }
 
 /// Warm-up, N and 2N requests against `server`, with a callgrind dump after each.
-async fn measure(server: &ChildServer, callgrind: &Callgrind, args: &Args) -> anyhow::Result<PerRequest> {
+async fn measure(
+    server: &ChildServer,
+    callgrind: &Callgrind,
+    shots: &Arc<Vec<Shot>>,
+    args: &Args,
+) -> anyhow::Result<PerRequest> {
     let authorization = read_request::authorization()?;
-    let shots = read_request::shots(0..args.tenants)?;
-    let mut connection = Connection::open(&read_request::target(server.addr, &authorization, &shots)).await?;
+    let mut connection = Connection::open(&read_request::target(server.addr, &authorization, shots)).await?;
     let pid = server.pid()?;
     connection.sequence(args.warmup).await?;
     callgrind.dump(pid, 1).await?;
@@ -137,13 +217,14 @@ async fn measure(server: &ChildServer, callgrind: &Callgrind, args: &Args) -> an
 
 /// Where one server's callgrind output goes.
 struct Callgrind {
-    name: &'static str,
+    name: String,
     prefix: PathBuf,
 }
 
 impl Callgrind {
-    fn new(dir: &Path, name: &'static str) -> Self {
-        Self { name, prefix: dir.join(name) }
+    fn new(dir: &Path, variant: usize) -> Self {
+        let name = format!("variant{variant}");
+        Self { prefix: dir.join(&name), name }
     }
 
     /// The command that runs a server under callgrind.

@@ -39,6 +39,10 @@ struct Args {
     /// Tenants provisioned at once during set-up.
     #[arg(long, default_value_t = 4)]
     setup_jobs: usize,
+    /// Send the GraphQL read as a trusted document (`documentId`, from a manifest the server
+    /// loads) instead of its text.
+    #[arg(long)]
+    trusted: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,12 +72,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.tenants - setup.created
     );
     let duration = Duration::from_secs(args.duration);
-    let server = read_request::spawn_server(url, pool_size, &[], &[]).await?;
+    let manifest_dir = std::env::temp_dir().join(format!("tenantry-read-{}", std::process::id()));
+    std::fs::create_dir_all(&manifest_dir)?;
+    let manifest = read_request::manifest(&manifest_dir)?.to_string_lossy().into_owned();
+    let envs: &[(&str, &str)] =
+        if args.trusted { &[("TRUSTED_DOCUMENTS_FILE", manifest.as_str())] } else { &[] };
+    let server = read_request::spawn_server(url, pool_size, envs, &[]).await?;
     let plain = plain::spawn(url, args.tenants, pool_size, &[]).await?;
 
     let authorization = read_request::authorization()?;
-    let spread = read_request::shots(0..args.tenants)?;
-    let one = read_request::shots(0..1)?;
+    let shots = if args.trusted { read_request::trusted_shots } else { read_request::shots };
+    let spread = shots(0..args.tenants)?;
+    let one = shots(0..1)?;
     let target = |addr, shots: &Arc<Vec<Shot>>| read_request::target(addr, &authorization, shots);
     let closed = Load { connections: args.connections, duration, rate: None };
     let warm = Load { duration: Duration::from_secs(args.warmup), ..closed };
@@ -186,5 +196,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &format!("Read path: {} tenants, {c} connections, {} s per run", args.tenants, args.duration),
         &figures,
     );
+    let _ = std::fs::remove_dir_all(&manifest_dir);
     Ok(())
 }

@@ -8,6 +8,7 @@
 #   scripts/bench.sh                    # B1–B5 at 1,000 tenants, cache, 10,000-tenant operations,
 #                                       # instructions per request (callgrind)
 #   TENANTS=200 DURATION=5 scripts/bench.sh read    # a smoke run: TENANTS=20 DURATION=1 WARMUP=1
+#   TRUSTED=1 scripts/bench.sh read     # the GraphQL read by documentId (a trusted document)
 #   SCALE_TENANTS=2000 scripts/bench.sh scale
 #   scripts/bench.sh cache | scripts/bench.sh instructions | scripts/bench.sh jobs
 set -euo pipefail
@@ -58,7 +59,7 @@ if [ "$what" = all ] || [ "$what" = read ]; then
   ensure_db tenantry_bench
   quiet_postgres
   echo "\$ DATABASE_URL=$PGURL/tenantry_bench cargo bench --bench read -- --tenants $TENANTS --duration $DURATION --warmup $WARMUP"
-  DATABASE_URL=$PGURL/tenantry_bench bench read --tenants "$TENANTS" --duration "$DURATION" --warmup "$WARMUP"
+  DATABASE_URL=$PGURL/tenantry_bench bench read --tenants "$TENANTS" --duration "$DURATION" --warmup "$WARMUP" ${TRUSTED:+--trusted}
 fi
 if [ "$what" = all ] || [ "$what" = cache ]; then
   ensure_db tenantry_cache

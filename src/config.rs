@@ -15,6 +15,17 @@ pub enum AppEnv {
     Production,
 }
 
+/// `TRUSTED_DOCUMENTS`: which GraphQL documents a request may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrustedDocumentsMode {
+    /// No manifest; `documentId` is refused.
+    Off,
+    /// Manifest documents by `documentId`, and any other document as text.
+    Allow,
+    /// Manifest documents only (by `documentId`, or as their exact text).
+    Only,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -275,6 +286,16 @@ pub struct Config {
     /// production (the playground needs it: enable both).
     #[arg(long, env = "INTROSPECTION", global = true)]
     pub introspection: Option<bool>,
+
+    /// Manifest of trusted GraphQL documents (`{"<id>": "<document>"}`, as graphql-codegen's
+    /// client preset and Relay write it), requested by `documentId`; reloaded on SIGHUP or change.
+    #[arg(long, env = "TRUSTED_DOCUMENTS_FILE", global = true)]
+    pub trusted_documents_file: Option<PathBuf>,
+
+    /// `off`, `allow` (manifest ids and any document) or `only` (manifest documents only).
+    /// Unset: `allow` with a TRUSTED_DOCUMENTS_FILE, else `off`.
+    #[arg(long, env = "TRUSTED_DOCUMENTS", value_enum, global = true)]
+    pub trusted_documents: Option<TrustedDocumentsMode>,
     /// Proxies (IP addresses or networks like 10.0.0.0/8, comma-separated) whose
     /// `X-Forwarded-For` names the client for per-IP throttles. Empty: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]

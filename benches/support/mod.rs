@@ -2,6 +2,7 @@
 //! command-line basics, the bench database and its guard, bench tenants, child servers, the
 //! loopback load generator and the Markdown report. Only tenantry's public library API is used.
 
+pub mod app_server;
 pub mod fleet;
 pub mod guard;
 pub mod load;

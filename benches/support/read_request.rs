@@ -40,6 +40,38 @@ pub async fn spawn_server(
     ChildServer::spawn(super::tenantry_exe(), &["serve"], &all, wrapper).await
 }
 
+/// The settings `spawn_server` gives `tenantry serve`, for a server started another way
+/// (`app_server`).
+pub fn server_envs(url: &str, pool_size: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", url.to_owned()),
+        ("DB_POOL_SIZE", pool_size.to_owned()),
+        ("JWT_SECRET", JWT_SECRET.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ]
+}
+
+/// `sha256:<hex>` of the read's document: its id in a trusted-documents manifest.
+pub fn document_id() -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(QUERY.as_bytes())))
+}
+
+/// A trusted-documents manifest holding the read (graphql-codegen's format), written to `dir`.
+pub fn manifest(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("persisted-documents.json");
+    let id = document_id();
+    let hex = id.trim_start_matches("sha256:");
+    std::fs::write(&path, serde_json::to_vec(&json!({ hex: QUERY }))?)?;
+    Ok(path)
+}
+
+/// The same reads as `shots`, naming the trusted document by `documentId` instead of sending it.
+pub fn trusted_shots(range: Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
+    let id = document_id();
+    shots_with(range, |i| json!({ "documentId": id, "variables": { "id": setup::project_id(i) } }))
+}
+
 /// `Authorization: Bearer <token>` for the bench user, signed with the server's secret.
 pub fn authorization() -> anyhow::Result<HeaderValue> {
     let token = TokenKeys::new(JWT_SECRET.as_bytes()).issue(setup::USER_ID).map_err(|e| e.into_anyhow())?;
@@ -53,12 +85,19 @@ pub fn target(addr: SocketAddr, authorization: &HeaderValue, shots: &Arc<Vec<Sho
 
 /// One request per tenant in `range`, each asking for that tenant's bench project.
 pub fn shots(range: Range<usize>) -> anyhow::Result<Arc<Vec<Shot>>> {
+    shots_with(range, |i| json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } }))
+}
+
+/// One request per tenant in `range` with the body `body(i)`.
+fn shots_with(
+    range: Range<usize>,
+    body: impl Fn(usize) -> serde_json::Value,
+) -> anyhow::Result<Arc<Vec<Shot>>> {
     let shots = range
         .map(|i| {
-            let body = json!({ "query": QUERY, "variables": { "id": setup::project_id(i) } });
             Ok(Shot {
                 tenant: HeaderValue::from_str(&setup::subdomain(i))?,
-                body: Bytes::from(serde_json::to_vec(&body)?),
+                body: Bytes::from(serde_json::to_vec(&body(i))?),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 mod job_handlers;
 mod process;
+mod reload;
 pub mod services;
 
 use crate::config::{Config, ExposeSecret, Pooler};
@@ -325,6 +326,8 @@ impl Application {
     /// up to `DRAIN_TIMEOUT`), then stops background work and releases the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, "serving");
+        let reload =
+            tokio::spawn(reload::watch_trusted(self.http.trusted.clone(), self.http.documents.clone()));
         let router = crate::http::router_with(self.state.clone(), self.http, self.extra_routes);
         let upkeep = tokio::spawn(maintain(self.state.clone()));
         let worker = self.worker.map(Worker::spawn);
@@ -366,6 +369,7 @@ impl Application {
             supervisor.abort();
         }
         flusher.abort();
+        reload.abort();
         // Every request that got a response has been counted: write the counts before exiting.
         match self.state.usage.flush_all(&self.state.pool).await {
             Ok(()) => tracing::info!("usage flushed"),

@@ -25,6 +25,8 @@ use crate::crypto::Keyring;
 use crate::db::TenantPool;
 use crate::db::migrate::MigrationSet;
 use crate::db::migration_lag::MigrationLag;
+use crate::graphql::documents::Documents;
+use crate::graphql::trusted::TrustedDocuments;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{EdgeLimits, EdgeSettings, HttpSettings, LiveSockets, WsSettings};
 use crate::mail::Mailer;
@@ -98,18 +100,26 @@ fn app_origins(config: &Config) -> anyhow::Result<AllowedOrigins> {
 
 /// What the HTTP layer enforces and serves, from `config`.
 pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
+    // The recorder first: the request metrics' handles come from it.
+    let metrics = super::process::metrics_recorder();
+    let documents = Documents::new(config.introspection_enabled());
+    let trusted = TrustedDocuments::load(
+        config.trusted_documents,
+        config.trusted_documents_file.as_deref(),
+        &documents,
+    )?;
     Ok(HttpSettings {
         edge: EdgeSettings {
             max_body_bytes: config.max_body_bytes,
             max_header_value_bytes: config.max_header_value_bytes,
-            introspection: config.introspection_enabled(),
         },
         trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
         cors_origins: config.cors_origins.clone(),
         metrics_token: config.metrics_token.clone().filter(|t| !t.expose_secret().is_empty()),
         request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
         playground: config.playground_enabled(),
-        metrics: super::process::metrics_recorder().clone(),
+        metrics: metrics.clone(),
+        request_metrics: crate::http::observe::RequestMetrics::new(),
         ws: WsSettings {
             init_timeout: Duration::from_secs(config.ws_init_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
@@ -119,6 +129,8 @@ pub fn http_settings(config: &Config) -> anyhow::Result<HttpSettings> {
             config.ws_max_sockets_per_ip.max(1),
             config.ws_max_sockets_per_tenant.max(1),
         )),
+        documents: Arc::new(documents),
+        trusted: Arc::new(trusted),
     })
 }
 

@@ -16,9 +16,10 @@ pub mod scalars;
 pub mod secrets;
 pub mod sso;
 pub mod tenancy;
+pub mod trusted;
 pub mod usage;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use self::api_keys::{ApiKeyMutation, ApiKeyQuery};
 use self::audit::AuditQuery;
@@ -74,6 +75,12 @@ pub fn build_schema() -> AppSchema {
 /// The schema, answering introspection and suggesting field names only if `introspection`
 /// (`INTROSPECTION`; off in production by default). Variables are coerced and checked before anything runs.
 pub fn build_schema_for(introspection: bool) -> AppSchema {
+    builder_for(introspection).finish()
+}
+
+/// The schema's builder: roots, limits, the input check's types, introspection as asked.
+/// (`documents::Documents` finishes it twice: strict and fast validation.)
+pub(crate) fn builder_for(introspection: bool) -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     let builder = || {
         Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
             .limit_depth(16)
@@ -88,11 +95,7 @@ pub fn build_schema_for(introspection: bool) -> AppSchema {
         schema = schema.data(types);
     }
     // Without introspection, "Did you mean …?" would describe the schema field by field.
-    if introspection {
-        schema.finish()
-    } else {
-        schema.disable_introspection().disable_suggestions().finish()
-    }
+    if introspection { schema } else { schema.disable_introspection().disable_suggestions() }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

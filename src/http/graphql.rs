@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::HttpState;
 use super::client_ip::ClientIp;
 use super::negotiate::{self, Media, negotiate};
-use crate::graphql::input_check;
+use crate::graphql::trusted::Choice;
 use crate::request::context::{Caller, RequestCtx};
 use crate::request::tenant as resolve;
 use crate::usage::RateHeaders;
@@ -51,11 +51,26 @@ async fn run(
     } else {
         parse::from_query_string(query_string.as_deref().unwrap_or_default())
     };
-    let mut request = match parsed {
-        Ok(request) => request,
+    let (mut request, document_id) = match parsed {
+        Ok(parsed) => parsed,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, &message),
     };
+    let settings = &*http.settings;
+    // The document: a trusted one by id (prepared at load), or the request's own text where the
+    // mode allows it. Refused before any credential or tenant is looked at.
+    let (prepared, cacheable) = match settings.trusted.choose(&request, document_id.as_deref()) {
+        Ok(Choice::Trusted(trusted)) => {
+            request.set_parsed_query(trusted.prepared.doc.clone());
+            (Some(trusted.prepared.clone()), method == Method::GET && request.query.is_empty())
+        }
+        Ok(Choice::AdHoc) => (None, false),
+        Err(refused) => {
+            let status = media.request_error_status(StatusCode::BAD_REQUEST);
+            return negotiate::error_response(Media::GraphqlResponse, status, refused.code, refused.message);
+        }
+    };
     let state = &http.app;
+    let credentials = headers.contains_key(header::AUTHORIZATION);
     // Unknown, suspended or expired tenants fail with a proper HTTP status before any resolver.
     let caller = Caller::from_headers(state, &headers).await;
     let tenant = match resolve::resolve(state, &headers).await {
@@ -71,15 +86,13 @@ async fn run(
         Err(err) => return err.into_response(),
     };
     record_caller(tenant.as_deref().map(|t| t.tenant.id), &caller);
-    // A query text seen before skips parsing (the cache is bounded).
-    http.documents.attach(&mut request).await;
+    // A query text seen before skips parsing, and validation once it passed (the cache is bounded).
+    let prepared = match prepared {
+        Some(prepared) => Some(prepared),
+        None => settings.documents.attach(&mut request).await,
+    };
     let operation = operation(&mut request);
-    if let Some((ty, name)) = &operation {
-        let span = tracing::Span::current();
-        span.record("graphql.type", type_label(*ty));
-        span.record("graphql.operation", name.as_str());
-    }
-    let mutation = operation.as_ref().is_some_and(|(ty, _)| *ty == OperationType::Mutation);
+    let mutation = operation == Some(OperationType::Mutation);
     if method == Method::GET && mutation {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -105,10 +118,7 @@ async fn run(
             }
         }
     }
-    let mut response = match input_check::check_request(&http.schema, &mut request) {
-        Ok(()) => http.schema.execute(request.data(ctx)).await,
-        Err(refused) => async_graphql::Response::from_errors(vec![refused]),
-    };
+    let mut response = settings.documents.execute(request.data(ctx), prepared).await;
     if let Some(access) = &metered
         && mutation
     {
@@ -128,7 +138,7 @@ async fn run(
         }
         err.message = crate::error::clip(&err.message);
     }
-    count_operation(operation.map(|(ty, _)| ty), &response);
+    count_operation(operation, &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
         let status = media.request_error_status(StatusCode::BAD_REQUEST);
@@ -138,6 +148,7 @@ async fn run(
         }
         return response;
     }
+    let kept = response.errors.is_empty();
     let retry_after = come_back_later(&response);
     let mut http = GraphQLResponse::from(response).into_response();
     // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429, and a
@@ -149,7 +160,26 @@ async fn run(
     if let Some(headers) = limits {
         set_rate_headers(&mut http, headers);
     }
+    if cacheable {
+        cache_headers(&mut http, kept, credentials);
+    }
     http
+}
+
+/// A GET naming a trusted document by id is a short, stable URL: its answer may be kept, by the
+/// caller's own cache when it carries credentials, by shared caches when it does not; either
+/// way keyed by the headers that choose the caller and the tenant. Errors are never kept.
+fn cache_headers(response: &mut Response, kept: bool, credentials: bool) {
+    let headers = response.headers_mut();
+    let value = if !kept {
+        "no-store"
+    } else if credentials {
+        "private, max-age=10"
+    } else {
+        "public, max-age=60"
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    headers.insert(header::VARY, HeaderValue::from_static("authorization, x-tenant"));
 }
 
 /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the window resets).
@@ -210,10 +240,11 @@ fn record_caller(tenant: Option<uuid::Uuid>, caller: &Caller) {
     }
 }
 
-/// The type of the operation the request would run, and its name: the operation's own name,
-/// else its first root field. Both come from the parsed document, never from free text. With
-/// several operations and none chosen, a mutation among them counts (GET must refuse it).
-fn operation(request: &mut async_graphql::Request) -> Option<(OperationType, String)> {
+/// The type of the operation the request would run, put on the request's span with its name:
+/// the operation's own name, else its first root field (both from the parsed document, never
+/// from free text; borrowed, not copied). With several operations and none chosen, a mutation
+/// among them counts (GET must refuse it).
+fn operation(request: &mut async_graphql::Request) -> Option<OperationType> {
     use async_graphql::parser::types::{OperationDefinition, Selection};
     let chosen = request.operation_name.clone();
     let doc = request.parsed_query().ok()?;
@@ -222,15 +253,18 @@ fn operation(request: &mut async_graphql::Request) -> Option<(OperationType, Str
             Selection::Field(field) => Some(field.node.name.node.as_str()),
             _ => None,
         });
-        let name: String = name.or(first_field).unwrap_or("anonymous").chars().take(64).collect();
-        (op.ty, name)
+        let name = name.or(first_field).unwrap_or("anonymous");
+        let span = tracing::Span::current();
+        span.record("graphql.type", type_label(op.ty));
+        span.record("graphql.operation", name.get(..name.floor_char_boundary(64)).unwrap_or(name));
+        op.ty
     };
     match &doc.operations {
         // The parser keeps no name for a lone operation.
         DocumentOperations::Single(op) => Some(describe(None, &op.node)),
-        DocumentOperations::Multiple(ops) => match chosen {
+        DocumentOperations::Multiple(ops) => match chosen.as_deref() {
             Some(chosen) => {
-                ops.get_key_value(chosen.as_str()).map(|(name, op)| describe(Some(name.as_str()), &op.node))
+                ops.get_key_value(chosen).map(|(name, op)| describe(Some(name.as_str()), &op.node))
             }
             None => ops
                 .iter()

@@ -31,20 +31,17 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use self::client_ip::TrustedProxies;
-use crate::graphql::documents::DocumentCache;
-use crate::graphql::{AppSchema, build_schema_for};
+use crate::graphql::documents::Documents;
+use crate::graphql::trusted::TrustedDocuments;
 use crate::state::AppState;
 
-/// What the routes share: the application state, the HTTP settings, and the GraphQL schema with
-/// its document cache (kept here, not in `AppState`, so features never depend on the schema they
-/// are part of).
+/// What the routes share: the application state and the HTTP settings, which hold the GraphQL
+/// schema with its documents (kept here, not in `AppState`, so features never depend on the
+/// schema they are part of).
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
     pub settings: Arc<HttpSettings>,
-    pub schema: AppSchema,
-    /// Parsed queries by text.
-    pub documents: Arc<DocumentCache>,
 }
 
 /// What the HTTP layer enforces and serves (built by `app::services::http_settings`).
@@ -62,10 +59,16 @@ pub struct HttpSettings {
     pub playground: bool,
     /// Renders `/metrics` (the process's recorder, installed before the first request).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The per-request HTTP metrics' handles (from that recorder).
+    pub request_metrics: observe::RequestMetrics,
     /// Limits on `/graphql/ws`.
     pub ws: WsSettings,
     /// The open websockets, told by the assembly when credentials, members or tenants change.
     pub live: Arc<LiveSockets>,
+    /// The GraphQL schema and its prepared documents.
+    pub documents: Arc<Documents>,
+    /// The trusted documents' manifest (`TRUSTED_DOCUMENTS_FILE`), reloaded by the assembly.
+    pub trusted: Arc<TrustedDocuments>,
 }
 
 /// What the HTTP edge enforces beyond hyper's limits on request heads.
@@ -75,8 +78,6 @@ pub struct EdgeSettings {
     pub max_body_bytes: usize,
     /// `MAX_HEADER_VALUE_BYTES`.
     pub max_header_value_bytes: usize,
-    /// Whether GraphQL introspection is answered (`INTROSPECTION`).
-    pub introspection: bool,
 }
 
 impl FromRef<HttpState> for Arc<HttpSettings> {
@@ -99,12 +100,7 @@ pub fn router(app: AppState, settings: HttpSettings) -> Router {
 /// get the same request ids, logs, metrics, CORS, headers, timeout and panic handling.
 pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Router {
     let cors = hardening::cors(&settings.cors_origins);
-    let state = HttpState {
-        app,
-        schema: build_schema_for(settings.edge.introspection),
-        settings: Arc::new(settings),
-        documents: Arc::new(DocumentCache::new(16 * 1024 * 1024)),
-    };
+    let state = HttpState { app, settings: Arc::new(settings) };
     let mut routes = Router::new()
         .route("/graphql", get(graphql::handler).post(graphql::handler))
         .route("/graphql/ws", get(ws::handler))
@@ -128,11 +124,10 @@ pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Rout
         // Innermost first: bodies and headers are bounded before any handler reads them (the
         // limit is ours, so axum's own is off); a panic becomes a response before the headers,
         // CORS and the request line see it; `observe` is outermost so its span and timing
-        // cover everything.
+        // cover everything, and it adds the security headers to every response.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(limits)
         .layer(CatchPanicLayer::custom(observe::on_panic))
-        .layer(axum::middleware::from_fn(hardening::security_headers))
         .layer(cors)
         .layer(observe)
 }

@@ -2,14 +2,15 @@
 //! HTTP metrics, the request timeout, and the answer to a handler that panicked.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
@@ -37,18 +38,63 @@ pub fn is_well_formed(id: &str) -> bool {
 pub struct Panicked;
 
 /// Keeps `http_requests_in_flight` right even when the client goes away mid-request.
-struct InFlight;
+struct InFlight<'a>(&'a Gauge);
 
-impl InFlight {
-    fn start() -> Self {
-        gauge!(m::HTTP_IN_FLIGHT).increment(1.0);
-        Self
+impl<'a> InFlight<'a> {
+    fn start(gauge: &'a Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        gauge!(m::HTTP_IN_FLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
+    }
+}
+
+/// Method, route and status labels.
+type Labels = (&'static str, Cow<'static, str>, Cow<'static, str>);
+/// More label sets than this (an embedding app's routes × statuses) are looked up each time.
+const MAX_LABEL_SETS: usize = 4096;
+
+/// The HTTP metrics' handles, each label set looked up in the recorder once: the `metrics`
+/// macros build a key and search the recorder's registry on every call.
+pub struct RequestMetrics {
+    in_flight: Gauge,
+    handles: RwLock<HashMap<Labels, (Counter, Histogram)>>,
+}
+
+impl RequestMetrics {
+    /// Handles from the process's recorder (install it first).
+    pub fn new() -> Self {
+        Self { in_flight: gauge!(m::HTTP_IN_FLIGHT), handles: RwLock::default() }
+    }
+
+    /// Counts a finished request and records its duration.
+    fn finished(&self, labels: Labels, seconds: f64) {
+        let read = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, duration)) = read.get(&labels) {
+            count.increment(1);
+            duration.record(seconds);
+            return;
+        }
+        drop(read);
+        let (method, route, status) = labels;
+        let count = counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status.clone());
+        let duration = histogram!(m::HTTP_DURATION, "method" => method, "route" => route.clone());
+        count.increment(1);
+        duration.record(seconds);
+        let mut handles = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        if handles.len() < MAX_LABEL_SETS {
+            handles.insert((method, route, status), (count, duration));
+        }
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -79,7 +125,7 @@ pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request
         graphql.operation = Empty,
         graphql.type = Empty,
     );
-    let in_flight = InFlight::start();
+    let in_flight = InFlight::start(&settings.request_metrics.in_flight);
     let run = tokio::time::timeout(settings.request_timeout, next.run(req)).instrument(span.clone());
     let mut response = match run.await {
         Ok(response) => response,
@@ -92,12 +138,11 @@ pub async fn observe(State(settings): State<Arc<HttpSettings>>, mut req: Request
         response = panicked(&request_id);
     }
     response.headers_mut().insert(X_REQUEST_ID, id_header);
+    super::hardening::security_headers(response.headers_mut());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let status_label = status_label(status);
-    counter!(m::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status_label)
-        .increment(1);
-    histogram!(m::HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+    settings.request_metrics.finished((method, route, status_label), elapsed.as_secs_f64());
     let duration_ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
     span.in_scope(|| tracing::info!(http.status = status, duration_ms, "request"));
     response

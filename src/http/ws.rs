@@ -21,11 +21,13 @@ use uuid::Uuid;
 
 use super::HttpState;
 use super::client_ip::ClientIp;
-use super::ws_gate::{CLOSE_UNAUTHORIZED, Gate, MAX_MESSAGE, Seen, lock};
+use super::ws_gate::{CLOSE_UNAUTHORIZED, DOCUMENT_ID, Gate, MAX_MESSAGE, Seen, lock};
 use super::ws_registry::Registration;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
+use crate::graphql::documents::Documents;
 use crate::graphql::input_check;
+use crate::graphql::trusted::{Choice, TrustedDocuments};
 use crate::members::Role;
 use crate::plans::TenantAccess;
 use crate::request::context::{Caller, RequestCtx};
@@ -195,8 +197,12 @@ async fn serve(
             }
         }
     };
-    let executor =
-        SubscriptionsOnly { schema: http.schema.clone(), state: http.app.clone(), shared: shared.clone() };
+    let executor = SubscriptionsOnly {
+        documents: http.settings.documents.clone(),
+        trusted: http.settings.trusted.clone(),
+        state: http.app.clone(),
+        shared: shared.clone(),
+    };
     let mut messages =
         async_graphql::http::WebSocket::new(executor, gate, protocol).on_connection_init(on_init);
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
@@ -381,15 +387,42 @@ async fn connect(
 /// checked for.
 #[derive(Clone)]
 struct SubscriptionsOnly {
-    schema: AppSchema,
+    documents: Arc<Documents>,
+    trusted: Arc<TrustedDocuments>,
     state: AppState,
     shared: Arc<Shared>,
 }
 
+impl SubscriptionsOnly {
+    /// The request's document: a trusted one named by `documentId` (which the gate moved into
+    /// the extensions) or `extensions.persistedQuery`, else its own text where the mode allows
+    /// it; then its input is checked. Returns the schema to run it on.
+    fn prepare(&self, request: &mut async_graphql::Request) -> Result<&AppSchema, ServerError> {
+        let id = match request.extensions.get(DOCUMENT_ID) {
+            Some(async_graphql::Value::String(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let validated = match self.trusted.choose(request, id.as_deref()) {
+            Ok(Choice::Trusted(trusted)) => {
+                request.set_parsed_query(trusted.prepared.doc.clone());
+                true
+            }
+            Ok(Choice::AdHoc) => false,
+            Err(refused) => {
+                let mut error = ServerError::new(refused.message, None);
+                error.extensions.get_or_insert_with(Default::default).set("code", refused.code);
+                return Err(error);
+            }
+        };
+        input_check::check_request(self.documents.schema(), request)?;
+        Ok(self.documents.schema_for(validated))
+    }
+}
+
 impl Executor for SubscriptionsOnly {
     async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match input_check::check_request(&self.schema, &mut request) {
-            Ok(()) => self.schema.execute(request).await,
+        match self.prepare(&mut request) {
+            Ok(schema) => schema.execute(request).await,
             Err(refused) => async_graphql::Response::from_errors(vec![refused]),
         }
     }
@@ -399,9 +432,10 @@ impl Executor for SubscriptionsOnly {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        if let Err(refused) = input_check::check_request(&self.schema, &mut request) {
-            return once_error(refused);
-        }
+        let schema = match self.prepare(&mut request) {
+            Ok(schema) => schema.clone(),
+            Err(refused) => return once_error(refused),
+        };
         if !is_subscription(&mut request) {
             let mut error = ServerError::new(
                 "only subscriptions go over /graphql/ws; send queries and mutations to /graphql",
@@ -420,7 +454,7 @@ impl Executor for SubscriptionsOnly {
             .with_client_ip(self.shared.client_ip);
         let needs = ctx.needs();
         request.data.insert(ctx);
-        let updates = Executor::execute_stream(&self.schema, request, session_data);
+        let updates = Executor::execute_stream(&schema, request, session_data);
         let plans = self.state.clone();
         futures::stream::unfold(Some((updates, standing)), move |running| {
             let (needs, state) = (needs.clone(), plans.clone());

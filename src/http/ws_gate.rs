@@ -48,12 +48,33 @@ pub(super) struct Gate {
     pub(super) max_subscriptions: usize,
 }
 
+/// Where the gate moves a subscription's `documentId` (a trusted document's id): async-graphql
+/// reads the payload's `query`, `variables`, `operationName` and `extensions` only.
+pub(super) const DOCUMENT_ID: &str = "documentId";
+
 /// The fields of a client message the gate looks at.
 #[derive(serde::Deserialize)]
 struct Peek {
     #[serde(rename = "type")]
     kind: String,
     id: Option<String>,
+    payload: Option<PayloadPeek>,
+}
+
+#[derive(serde::Deserialize)]
+struct PayloadPeek {
+    #[serde(rename = "documentId")]
+    document_id: Option<serde_json::Value>,
+}
+
+/// The message with its payload's `documentId` moved into the payload's extensions.
+fn move_document_id(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut message: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let payload = message.get_mut("payload")?.as_object_mut()?;
+    let id = payload.remove(DOCUMENT_ID)?;
+    let extensions = payload.entry("extensions").or_insert_with(|| serde_json::json!({}));
+    extensions.as_object_mut()?.insert(DOCUMENT_ID.to_owned(), id);
+    serde_json::to_vec(&message).ok()
 }
 
 impl Gate {
@@ -101,6 +122,8 @@ impl futures::Stream for Gate {
             // What does not parse goes on: async-graphql answers it (1002).
             let Ok(peek) = serde_json::from_slice::<Peek>(&bytes) else { return Poll::Ready(Some(bytes)) };
             let id = peek.id.unwrap_or_default();
+            let by_id = peek.payload.is_some_and(|payload| payload.document_id.is_some());
+            let bytes = if by_id { move_document_id(&bytes).unwrap_or(bytes) } else { bytes };
             let mut seen = lock(&self.seen);
             match peek.kind.as_str() {
                 "connection_init" => {

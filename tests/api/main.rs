@@ -51,6 +51,7 @@ mod statements;
 mod tenant_roles;
 mod tenants;
 mod tokens;
+mod trusted_documents;
 mod usage;
 mod validation;
 mod warm_pool;

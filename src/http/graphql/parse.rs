@@ -4,9 +4,12 @@
 use async_graphql::{Request, Variables};
 use serde_json::{Map, Value};
 
+/// A request and the trusted document it names, if any.
+pub type Incoming = (Request, Option<String>);
+
 /// The request in a JSON body: `{"query": "…", "variables": {…}, "operationName": "…",
-/// "extensions": {…}}`.
-pub fn from_body(body: &[u8]) -> Result<Request, String> {
+/// "extensions": {…}}`, or `"documentId": "sha256:…"` instead of the query.
+pub fn from_body(body: &[u8]) -> Result<Incoming, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(r#"the request body is empty; send {"query": "…"} as JSON"#.to_owned());
     }
@@ -22,12 +25,13 @@ pub fn from_body(body: &[u8]) -> Result<Request, String> {
     }
 }
 
-/// The request in a GET URL: `?query=…&variables=<JSON>&operationName=…&extensions=<JSON>`.
-pub fn from_query_string(query_string: &str) -> Result<Request, String> {
+/// The request in a GET URL: `?query=…&variables=<JSON>&operationName=…&extensions=<JSON>`
+/// (or `documentId=…` instead of `query`).
+pub fn from_query_string(query_string: &str) -> Result<Incoming, String> {
     let mut fields = Map::new();
     for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
         let value = match name.as_ref() {
-            "query" | "operationName" => Value::String(value.into_owned()),
+            "query" | "operationName" | "documentId" => Value::String(value.into_owned()),
             "variables" | "extensions" => serde_json::from_str(&value)
                 .map_err(|_| format!("the {name} URL parameter must be a JSON object"))?,
             _ => continue,
@@ -37,13 +41,31 @@ pub fn from_query_string(query_string: &str) -> Result<Request, String> {
     from_fields(fields)
 }
 
-fn from_fields(mut fields: Map<String, Value>) -> Result<Request, String> {
+fn from_fields(mut fields: Map<String, Value>) -> Result<Incoming, String> {
+    let document_id = match fields.remove("documentId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => {
+            return Err("the \"documentId\" parameter must be a string such as \"sha256:<hex>\"".to_owned());
+        }
+    };
+    let persisted = fields
+        .get("extensions")
+        .and_then(|extensions| extensions.get("persistedQuery"))
+        .is_some_and(Value::is_object);
     let query = match fields.remove("query") {
         Some(Value::String(query)) => query,
         Some(_) => {
             return Err("the \"query\" parameter must be a string holding the GraphQL document".to_owned());
         }
-        None => return Err("the request has no \"query\" parameter holding the GraphQL document".to_owned()),
+        // The document is named by id instead.
+        None if document_id.is_some() || persisted => String::new(),
+        None => {
+            return Err(
+                "the request has no \"query\" parameter holding the GraphQL document (nor a \"documentId\")"
+                    .to_owned(),
+            );
+        }
     };
     let mut request = Request::new(query);
     match fields.remove("operationName") {
@@ -66,7 +88,7 @@ fn from_fields(mut fields: Map<String, Value>) -> Result<Request, String> {
         }
         Some(_) => return Err("the \"extensions\" parameter must be an object or null".to_owned()),
     }
-    Ok(request)
+    Ok((request, document_id))
 }
 
 /// Whether an error without a code that async-graphql raised while running a field is about
@@ -91,8 +113,13 @@ mod tests {
         assert!(from_body(br#"{"query": 1}"#).unwrap_err().contains("must be a string"));
         assert!(from_body(br#"{"qeury": "{ a }"}"#).unwrap_err().contains("no \"query\""));
         assert!(from_body(br#"{"query": "{ a }", "variables": "x"}"#).unwrap_err().contains("variables"));
-        let ok = from_body(br#"{"query": "{ a }", "variables": null, "extensions": {"a": 1}}"#).unwrap();
-        assert_eq!(ok.query, "{ a }");
+        let (ok, id) =
+            from_body(br#"{"query": "{ a }", "variables": null, "extensions": {"a": 1}}"#).unwrap();
+        assert_eq!((ok.query.as_str(), id), ("{ a }", None));
+        let (by_id, id) = from_body(br#"{"documentId": "sha256:ab"}"#).unwrap();
+        assert_eq!((by_id.query.as_str(), id.as_deref()), ("", Some("sha256:ab")));
+        assert!(from_body(br#"{"documentId": 1}"#).unwrap_err().contains("documentId"));
+        assert!(from_query_string("documentId=sha256%3Aab").is_ok_and(|(_, id)| id.is_some()));
         assert!(from_query_string("query=%7B%20a%20%7D&variables=%7B%7D").is_ok());
         assert!(from_query_string("variables=nope&query=x").unwrap_err().contains("variables"));
     }
