@@ -28,8 +28,21 @@ pub async fn grant(
 ) -> Result<(), tokio_postgres::Error> {
     let exists = tx.query_opt("select 1 from pg_roles where rolname = $1", &[&schema.as_str()]).await?;
     let name = schema.quoted();
+    // Citus opens its connections to workers as the current role: on a Citus database a tenant
+    // role must be able to log in (it has no password; the cluster's inter-node authentication
+    // admits it, as it admits Citus's own connections). docs/SCALING.md, "Tenant roles on Citus".
+    let citus = tx
+        .query_one("select exists (select 1 from pg_extension where extname = 'citus') as citus", &[])
+        .await?;
+    let login = if Columns::of(&citus, "db::tenant_role::grant").try_get::<bool>("citus").unwrap_or(false) {
+        "login"
+    } else {
+        "nologin"
+    };
     if exists.is_none() {
-        tx.execute_typed(&format!("create role {name} nologin"), &[]).await?;
+        tx.execute_typed(&format!("create role {name} {login}"), &[]).await?;
+    } else if login == "login" {
+        tx.execute_typed(&format!("alter role {name} login"), &[]).await?;
     }
     // One statement per execute (poolers and Citus forward them one at a time), all in one flush.
     let statements = [

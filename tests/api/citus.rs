@@ -168,6 +168,7 @@ fn failed(status: reqwest::StatusCode, body: &Value) -> bool {
 async fn warm_schemas_are_distributed_schemas_and_a_claimed_one_serves_its_tenant() {
     let Some(url) = citus_url() else { return };
     let pool = tenantry::db::build_pool(&url, 2).unwrap();
+    tenantry::db::migrate::migrate_control(&pool).await.unwrap();
     let set = tenantry::db::migrate::MigrationSet::tenant();
     tenantry::tenancy::warm::refill(&pool, &set, 1).await.unwrap();
     let sub = format!("warm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -190,5 +191,11 @@ async fn warm_schemas_are_distributed_schemas_and_a_claimed_one_serves_its_tenan
     let mut tx = tenantry::db::TenantTx::begin(&pool, &tenant.schema).await.unwrap();
     tx.execute("insert into projects (id, name) values (gen_random_uuid(), 'w')", &[]).await.unwrap();
     tx.commit().await.unwrap();
+    // It runs as its tenant role on Citus too: `control` is refused by PostgreSQL.
+    let mut tx = tenantry::db::TenantTx::begin(&pool, &tenant.schema).await.unwrap();
+    let refused = tx.query("select count(*) from control.tenants", &[]).await.unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(refused.contains("42501") || refused.contains("permission denied"), "{refused}");
+    drop(tx);
     tenantry::tenancy::purge(&pool, &tenant).await.unwrap();
 }
