@@ -86,7 +86,7 @@ mod tests {
             "select id, name from projects where id = $1",
             "  /* t_x v3 */ select 1",
             "-- comment\ninsert into projects (id) values ($1)",
-            "WITH x AS (select 1) select * from x",
+            "WITH x AS (select 1 as one) select one from x",
             "update projects set name = $2 where id = $1",
             "delete from projects where id = $1",
             "select user_id, role from control.memberships for update",

@@ -136,26 +136,12 @@ impl TenantTx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, AppError> {
-        let mut rows = self.query(sql, params).await?;
-        if rows.len() > 1 {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "query returned {} rows, expected at most one",
-                rows.len()
-            )));
-        }
-        Ok(rows.pop())
+        outcome::at_most_one(self.query(sql, params).await?)
     }
 
     /// Runs `sql`, which must return exactly one row.
     pub async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, AppError> {
-        let mut rows = self.query(sql, params).await?;
-        if rows.len() != 1 {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "query returned {} rows, expected one",
-                rows.len()
-            )));
-        }
-        Ok(rows.remove(0))
+        outcome::exactly_one(self.query(sql, params).await?)
     }
 
     /// Runs `sql` and returns the number of rows it touched.

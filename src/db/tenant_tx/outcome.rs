@@ -4,6 +4,8 @@ use deadpool_postgres::Object;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
+use crate::error::AppError;
+
 /// What a statement's caller wants back.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
@@ -44,4 +46,23 @@ impl Outcome {
             Self::Rows(rows) => rows.len() as u64,
         }
     }
+}
+
+/// The one row of a `query_opt`, if any; more than one is an error.
+pub(super) fn at_most_one(mut rows: Vec<Row>) -> Result<Option<Row>, AppError> {
+    if rows.len() > 1 {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "query returned {} rows, expected at most one",
+            rows.len()
+        )));
+    }
+    Ok(rows.pop())
+}
+
+/// The one row of a `query_one`; none or several is an error.
+pub(super) fn exactly_one(mut rows: Vec<Row>) -> Result<Row, AppError> {
+    if rows.len() != 1 {
+        return Err(AppError::internal(anyhow::anyhow!("query returned {} rows, expected one", rows.len())));
+    }
+    Ok(rows.remove(0))
 }
