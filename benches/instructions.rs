@@ -41,6 +41,10 @@ struct Args {
     /// Keep callgrind's output files (for `callgrind_annotate`) and print where they are.
     #[arg(long)]
     keep: bool,
+    /// Measure only these variants (numbered from 0 in the order of the report), e.g. `--only 2`
+    /// for the plain handler alone while profiling it. The ratios need variant 2 (plain).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let db = BenchDb::open(&args.common).await?;
+    warn_if_superuser(&db).await?;
     setup::ensure_tenants(&db.pool, &MigrationSet::tenant(), args.tenants, 10, 4).await?;
     let out = std::env::temp_dir().join(format!("tenantry-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out)?;
@@ -116,6 +121,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut measured = Vec::new();
     for (i, variant) in VARIANTS.iter().enumerate() {
+        if !args.only.is_empty() && !args.only.contains(&i) {
+            measured.push(PerRequest { marginal: f64::NAN, first_window: f64::NAN });
+            continue;
+        }
         let callgrind = Callgrind::new(&out, i);
         let wrapper = callgrind.wrapper();
         let wrapper = wrapper.each_ref().map(String::as_str);
@@ -192,6 +201,23 @@ struct PerRequest {
     marginal: f64,
     /// I(N) / N.
     first_window: f64,
+}
+
+/// A superuser login role is not what the product runs as, and it changes the figures: each
+/// tenant transaction switches to a role that is not a superuser and back, so PostgreSQL reports
+/// `is_superuser` twice per transaction (two `ParameterStatus` messages the driver decodes and
+/// stores, about 8,000 instructions per request). Measure as the login role the product is
+/// deployed with (`LOGIN CREATEROLE`, owning the bench database; docs/BENCHMARKS.md).
+async fn warn_if_superuser(db: &BenchDb) -> anyhow::Result<()> {
+    let client = db.pool.get().await?;
+    let row = client.query_one("select rolsuper from pg_roles where rolname = current_user", &[]).await?;
+    if row.get::<_, bool>(0) {
+        eprintln!(
+            "warning: measuring as a superuser; each tenant transaction's role switch makes \
+             PostgreSQL report is_superuser twice, which a deployed login role does not cost"
+        );
+    }
+    Ok(())
 }
 
 /// Warm-up, N and 2N requests against `server`, with a callgrind dump after each.

@@ -15,9 +15,37 @@ use support::{BenchDb, Common, fleet, setup};
 use tenantry::db::migrate::MigrationSet;
 use tenantry::db::{Retire, SchemaName, TenantTx, build_pool_retiring};
 
-/// The extra migration: refinery-style name and SQL. A high version keeps it clear of real ones.
-const NEW_MIGRATION: (&str, &str) =
-    ("V9001__bench_add_column", "alter table projects add column bench_note text");
+/// The first bench migration's version. A high version keeps it clear of real ones.
+const BENCH_VERSION: i32 = 9001;
+
+/// The bench migrations up to `version`: refinery-style name and SQL. Each run of the bench adds
+/// the next one, so runs at growing tenant counts on one database (a three-point series) each
+/// measure an added column over every tenant.
+fn bench_migrations(upto: i32) -> anyhow::Result<MigrationSet> {
+    let mut set = MigrationSet::tenant();
+    for version in BENCH_VERSION..=upto {
+        set = if version == BENCH_VERSION {
+            set.with("V9001__bench_add_column", "alter table projects add column bench_note text")?
+        } else {
+            let column = version - BENCH_VERSION + 1;
+            set.with(
+                &format!("V{version}__bench_add_column_{column}"),
+                &format!("alter table projects add column bench_note_{column} text"),
+            )?
+        };
+    }
+    Ok(set)
+}
+
+/// The highest bench migration a tenant of this database has, or `BENCH_VERSION - 1`.
+async fn applied_bench_version(pool: &Pool) -> anyhow::Result<i32> {
+    let row = pool
+        .get()
+        .await?
+        .query_one("select coalesce(max(migration_version), 0) from control.tenants", &[])
+        .await?;
+    Ok(row.get::<_, i32>(0).max(BENCH_VERSION - 1))
+}
 
 #[derive(Debug, Parser)]
 #[command(about = "Operations over many tenants: provisioning, migrate, backend memory")]
@@ -39,6 +67,10 @@ struct Args {
     /// Tenants provisioned one at a time for the cold and the warm latency (then purged).
     #[arg(long, default_value_t = 100)]
     latency_tenants: usize,
+    /// Provision up to `--tenants` and stop: grows a database in steps (for example at a low
+    /// priority, while the machine does other work) before a measured run at that count.
+    #[arg(long)]
+    provision_only: bool,
     /// Reads a second over every tenant while the new migration runs.
     #[arg(long, default_value_t = 200.0)]
     serve_rate: f64,
@@ -55,8 +87,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     eprintln!("provisioning up to {} tenants", args.tenants);
-    let setup =
-        setup::ensure_tenants(pool, &MigrationSet::tenant(), args.tenants, 1, args.provision_jobs).await?;
+    // New tenants join at the version the earlier ones have (earlier runs' bench migrations).
+    let applied = applied_bench_version(pool).await?;
+    let current = bench_migrations(applied)?;
+    let setup = setup::ensure_tenants(pool, &current, args.tenants, 1, args.provision_jobs).await?;
     let h = &setup.per_tenant;
     figures.push(Figure::plain(
         "provision: tenants created, total",
@@ -68,6 +102,10 @@ async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
         target: "p50 < 50 ms",
         ..Figure::plain("provision: per tenant p50 / p99", format!("{p50:.1} / {p99:.1} ms"))
     });
+    if args.provision_only {
+        report::print(&format!("Provisioned: {} tenants", args.tenants), &figures);
+        return Ok(());
+    }
 
     eprintln!("tenantry migrate (no-op)");
     let noop = timed_cli_migrate(url, args.jobs).await?;
@@ -105,7 +143,7 @@ async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
         "new migration over every tenant, {} jobs, while serving {} reads/s",
         args.jobs, args.serve_rate
     );
-    let set = MigrationSet::tenant().with(NEW_MIGRATION.0, NEW_MIGRATION.1)?;
+    let set = bench_migrations(applied + 1)?;
     let served =
         fleet::migrate_while_serving(url, &set, usize::from(args.jobs), args.tenants, args.serve_rate)
             .await?;

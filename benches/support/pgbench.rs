@@ -32,10 +32,13 @@ pub async fn run(
     };
     // `:i` becomes a bind parameter in prepared mode; the name is built by the server, as cheap
     // as it gets, and the statements match what TenantTx sends.
+    // The scoping select is TenantTx's: search_path and the tenant's role.
     let script = format!(
-        "{pick}\n\\startpipeline\nbegin;\nselect set_config('search_path', {schema}, true);\n\
+        "{pick}\n\\startpipeline\nbegin;\nselect set_config('search_path', {schema}, true), \
+         set_config('role', coalesce(to_regrole({role})::text, 'none'), true);\n\
          {find} {project};\ncommit;\n\\endpipeline\n",
         schema = setup::pgbench_schema_expr(),
+        role = setup::pgbench_role_expr(),
         find = setup::FIND_PROJECT.trim_end_matches("$1"),
         project = setup::pgbench_project_expr(),
     );

@@ -124,9 +124,14 @@ async fn create_one(pool: &Pool, migrations: &MigrationSet, i: usize, projects: 
 
 /// The schema of bench tenant `i`, as pgbench must spell it: a SQL expression over `:i`.
 pub fn pgbench_schema_expr() -> String {
+    format!("'\"' || {} || '\"'", pgbench_role_expr())
+}
+
+/// The tenant role of tenant `:i` (its schema's name, unquoted), as a pgbench SQL expression.
+pub fn pgbench_role_expr() -> String {
     let full = SchemaName::for_tenant(tenant_id(0));
     let prefix = &full.as_str()[..full.as_str().len() - 12];
-    format!("'\"{prefix}' || lpad(to_hex(:i::int), 12, '0') || '\"'")
+    format!("('{prefix}' || lpad(to_hex(:i::int), 12, '0'))")
 }
 
 /// The read benchmark's project id in tenant `:i`, as a pgbench SQL expression.

@@ -1,5 +1,6 @@
 //! Logging (JSON lines or pretty, filtered by RUST_LOG) and the Prometheus recorder.
 
+mod json;
 pub mod metrics;
 
 use std::io::IsTerminal;
@@ -47,9 +48,11 @@ pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter).with(cap);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => registry
-            .with(layer.json().flatten_event(true).with_current_span(true).with_span_list(true))
-            .try_init(),
+        // The shape of tracing_subscriber's flattened JSON with span and span list, written
+        // without re-parsing span fields (json.rs).
+        LogFormat::Json => {
+            registry.with(layer.fmt_fields(json::SpanFields).event_format(json::JsonLine)).try_init()
+        }
         LogFormat::Pretty => registry.with(layer).try_init(),
     };
 }

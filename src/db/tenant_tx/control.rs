@@ -53,7 +53,7 @@ impl TenantTx {
         let text = if unnamed.is_some() {
             sql
         } else {
-            keyed = format!("/* {} */ {sql}", self.cache_tag);
+            keyed = self.keyed(sql);
             &keyed
         };
         let scope = self.scope_typed();

@@ -28,11 +28,17 @@ pub fn refusal(sql: &str) -> Option<&'static str> {
             "only select, insert, update, delete, with, values and table statements run as a tenant",
         );
     }
-    if contains_ignore_case(sql.as_bytes(), b'_', b"set_config", 3) {
-        return Some("set_config could change the transaction's role");
-    }
-    if contains_ignore_case(sql.as_bytes(), b'z', b"authorization", 7) {
-        return Some("session authorization could change the transaction's user");
+    // One pass over the text for both needles, anchored on a rare byte of each: `_` in
+    // `set_config` (index 3), `z` in `authorization` (index 7).
+    let text = sql.as_bytes();
+    for at in memchr::memchr3_iter(b'_', b'z', b'Z', text) {
+        if text[at] == b'_' {
+            if matches_at(text, at, b"set_config", 3) {
+                return Some("set_config could change the transaction's role");
+            }
+        } else if matches_at(text, at, b"authorization", 7) {
+            return Some("session authorization could change the transaction's user");
+        }
     }
     None
 }
@@ -47,6 +53,10 @@ pub fn check(sql: &str) -> Result<(), AppError> {
 
 /// The first word of `sql` after whitespace and `--` / `/* */` comments.
 fn first_word(sql: &str) -> &str {
+    // The usual statement starts with its command.
+    if sql.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+        return word(sql);
+    }
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
@@ -60,20 +70,21 @@ fn first_word(sql: &str) -> &str {
             break;
         }
     }
-    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-    &rest[..end]
+    word(rest)
 }
 
-/// Whether `haystack` contains `needle` in any ASCII case. `anchor` is a rare byte of the
-/// needle at index `at` (lowercase); each occurrence of it, in either case, is a candidate,
-/// so text without the anchor costs one `memchr2` pass.
-fn contains_ignore_case(haystack: &[u8], anchor: u8, needle: &[u8], at: usize) -> bool {
-    memchr::memchr2_iter(anchor, anchor.to_ascii_uppercase(), haystack).any(|i| {
-        i >= at
-            && haystack
-                .get(i - at..i - at + needle.len())
-                .is_some_and(|window| window.eq_ignore_ascii_case(needle))
-    })
+/// The letters `text` begins with.
+fn word(text: &str) -> &str {
+    let end = text.bytes().position(|b| !b.is_ascii_alphabetic()).unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Whether `text` holds `needle` (lowercase) in any ASCII case such that its byte at index
+/// `anchor` is `text[at]`.
+fn matches_at(text: &[u8], at: usize, needle: &[u8], anchor: usize) -> bool {
+    at.checked_sub(anchor)
+        .and_then(|start| text.get(start..start + needle.len()))
+        .is_some_and(|window| window.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -90,6 +101,8 @@ mod tests {
             "update projects set name = $2 where id = $1",
             "delete from projects where id = $1",
             "select user_id, role from control.memberships for update",
+            "select size_bytes, zone_id from quiz_zz where created_at > $1 and set_at is null",
+            "Select 1",
         ] {
             assert_eq!(refusal(sql), None, "{sql}");
         }
@@ -112,6 +125,9 @@ mod tests {
             "create function f() returns int as 'select 1' language sql",
             "discard all",
             "select 1 /* authorization */",
+            "select 1 /* AUTHORIZATION */",
+            "select set_config",
+            "select x from t where a_b = 1 and SeT_CoNfIg('role', 'x', true) is null",
             "",
             "/* unterminated select 1",
         ] {

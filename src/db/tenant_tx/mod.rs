@@ -111,7 +111,8 @@ impl TenantTx {
     /// Caches this transaction's statements under the schema's migration `version`, so
     /// statements prepared before a migration are not used after it.
     pub fn at_version(mut self, version: i32) -> Self {
-        self.cache_tag = format!("{} v{version}", self.search_path);
+        use std::fmt::Write as _;
+        let _ = write!(self.cache_tag, " v{version}");
         self
     }
 
@@ -165,8 +166,7 @@ impl TenantTx {
         if let Some(types) = self.unnamed.clone() {
             return self.run_pooled(&types, sql, params, kind).await;
         }
-        // The schema (and version) in a comment makes the cache key per schema; PostgreSQL ignores it.
-        let keyed = format!("/* {} */ {sql}", self.cache_tag);
+        let keyed = self.keyed(sql);
         match self.state {
             State::Finished => {
                 Err(AppError::internal(anyhow::anyhow!("a single-statement TenantTx ran a second statement")))
@@ -239,6 +239,17 @@ impl TenantTx {
         })
     }
 
+    /// `sql` as cached: the schema (and version) in a comment makes the cache key per schema;
+    /// PostgreSQL ignores it. (Built by hand: `format!` costs several times as much per call.)
+    fn keyed(&self, sql: &str) -> String {
+        let mut keyed = String::with_capacity(self.cache_tag.len() + sql.len() + 7);
+        keyed.push_str("/* ");
+        keyed.push_str(&self.cache_tag);
+        keyed.push_str(" */ ");
+        keyed.push_str(sql);
+        keyed
+    }
+
     /// The parameters of `SET_SCOPE`, typed (for unnamed statements).
     fn scope_typed(&self) -> [(&(dyn ToSql + Sync), Type); 2] {
         [(&self.search_path, Type::TEXT), (&self.role, Type::TEXT)]
@@ -273,7 +284,8 @@ impl TenantTx {
         let single = self.single;
         let scope: [&(dyn ToSql + Sync); 2] = [&self.search_path, &self.role];
         let (_, _, out) =
-            futures::try_join!(client.batch_execute("begin"), client.query(&set_scope, &scope), async {
+            // `execute`: the settings' values come back as a row, which nothing needs to decode.
+            futures::try_join!(client.batch_execute("begin"), client.execute(&set_scope, &scope), async {
                 let statement = client.prepare_cached(keyed).await?;
                 if !single {
                     return kind.run(client, &statement, params).await;
