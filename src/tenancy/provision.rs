@@ -58,8 +58,12 @@ pub async fn provision_with_id(
     let tx = client.transaction().await?;
     insert_tenant(&tx, id, &schema, &new, 0).await?;
     tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
+    // Before the migrations: their objects come with the role's grants (default privileges).
+    let citus = tenant_role::grant_empty(&tx, &schema).await?;
     migrate_tenant_in_tx(&tx, id, &schema, migrations).await.map_err(AppError::Internal)?;
-    tenant_role::grant(&tx, &schema).await?;
+    if citus {
+        tenant_role::grant_existing(&tx, &schema).await?;
+    }
     finish(tx, id).await
 }
 

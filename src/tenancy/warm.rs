@@ -106,9 +106,13 @@ async fn create_one(pool: &Pool, set: &MigrationSet) -> Result<(), AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
+    // The schema's role comes with it, as at provisioning (before the migrations, whose objects
+    // take its default privileges): a claimed schema serves as its role.
+    let citus = crate::db::tenant_role::grant_empty(&tx, &schema).await?;
     migrate_schema_in_tx(&tx, &schema, set).await.map_err(AppError::Internal)?;
-    // The schema's role comes with it, as at provisioning: a claimed schema serves as its role.
-    crate::db::tenant_role::grant(&tx, &schema).await?;
+    if citus {
+        crate::db::tenant_role::grant_existing(&tx, &schema).await?;
+    }
     tx.execute(
         "insert into control.warm_schemas (schema_name, tenant_id, migration_version) values ($1, $2, $3)",
         &[&schema.as_str(), &id, &set.latest_version()],
