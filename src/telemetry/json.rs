@@ -67,12 +67,18 @@ impl<'w> FormatFields<'w> for SpanFields {
     }
 }
 
-/// Whether the stored object already has `name` as a key. Keys are written `"name":` and a
-/// quote inside a value is always escaped, so this never matches inside a value.
+/// Whether the stored object already has `name` as a key: `"name":` occurs in it. Inside a
+/// value every quote is escaped, so the quote before the colon would read `\":` there: the
+/// sequence only occurs as a key.
 fn has_key(object: &str, name: &str) -> bool {
-    object
-        .match_indices(name)
-        .any(|(at, _)| object[..at].ends_with('"') && object[at + name.len()..].starts_with("\":"))
+    let mut needle = [0u8; 66];
+    let Some(slot) = needle.get_mut(..name.len() + 3) else {
+        return true;
+    };
+    slot[0] = b'"';
+    slot[1..=name.len()].copy_from_slice(name.as_bytes());
+    slot[name.len() + 1..].copy_from_slice(b"\":");
+    memchr::memmem::find(object.as_bytes(), slot).is_some()
 }
 
 /// `object` with the keys of `entries` (comma-separated `"k":v` pairs) set to their new values.
@@ -156,12 +162,18 @@ where
 }
 
 /// A visitor writing `"name":value` pairs, comma-separated, without braces.
-#[derive(Default)]
 struct Entries {
     out: String,
     names: Vec<&'static str>,
     /// A value's `Debug` or `Display` failed.
     failed: bool,
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        // Room for the usual one or two fields without growing.
+        Self { out: String::with_capacity(96), names: Vec::with_capacity(2), failed: false }
+    }
 }
 
 impl Entries {
@@ -220,37 +232,59 @@ impl Visit for Entries {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.key(field) {
-            let mut text = String::new();
-            self.failed |= write!(text, "{value:?}").is_err();
-            escape_into(&mut self.out, &text);
+            // Formatted straight into the line, escaped piece by piece: no copy in between.
+            self.out.push('"');
+            self.failed |= write!(Escaped(&mut self.out), "{value:?}").is_err();
+            self.out.push('"');
         }
+    }
+}
+
+/// A `fmt::Write` that appends what it is given as the inside of a JSON string.
+struct Escaped<'a>(&'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        escape_inside(self.0, text);
+        Ok(())
     }
 }
 
 /// `text` as a JSON string, quotes included.
 fn escape_into(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
+    escape_inside(out, text);
+    out.push('"');
+}
+
+/// `text` escaped for the inside of a JSON string.
+fn escape_inside(out: &mut String, text: &str) {
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
+    // Ids, names and messages usually need nothing.
+    if !text.bytes().any(needs) {
+        out.push_str(text);
+        return;
+    }
     let mut plain = 0;
     for (i, byte) in text.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 | 0x7f => "",
-            _ => continue,
-        };
+        if !needs(byte) {
+            continue;
+        }
         out.push_str(&text[plain..i]);
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escaped);
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
         }
         plain = i + 1;
     }
     out.push_str(&text[plain..]);
-    out.push('"');
 }
 
 #[cfg(test)]
