@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
-use super::{Kind, Outcome, SET_SCOPE, State, TenantTx, guard};
+use super::{Kind, Outcome, SET_SCOPE, State, TenantTx};
 use crate::db::Statements;
 use crate::db::unnamed::{self, ParamTypes};
 use crate::error::AppError;
@@ -38,12 +38,7 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
-        guard::check(sql)?;
-        if self.state == State::Finished {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "a single-statement TenantTx ran a second statement"
-            )));
-        }
+        self.admit(sql)?;
         let pending = self.state == State::Pending;
         self.state = State::Open;
         let single = self.single;

@@ -162,16 +162,14 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
         kind: Kind,
     ) -> Result<Outcome, AppError> {
-        guard::check(sql)?;
+        self.admit(sql)?;
         if let Some(types) = self.unnamed.clone() {
             return self.run_pooled(&types, sql, params, kind).await;
         }
         let keyed = self.keyed(sql);
         match self.state {
-            State::Finished => {
-                Err(AppError::internal(anyhow::anyhow!("a single-statement TenantTx ran a second statement")))
-            }
-            State::Open => Ok(self.run_open(&keyed, params, kind).await?),
+            // (`Finished` was refused by `admit`.)
+            State::Open | State::Finished => Ok(self.run_open(&keyed, params, kind).await?),
             State::Pending => match self.run_first(&keyed, params, kind).await {
                 Err(err) if is_stale_plan(&err) => {
                     // The failed statement aborted the transaction (or, in single mode, its
@@ -198,11 +196,6 @@ impl TenantTx {
         kind: Kind,
     ) -> Result<Outcome, AppError> {
         use super::unnamed;
-        if self.state == State::Finished {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "a single-statement TenantTx ran a second statement"
-            )));
-        }
         let pending = self.state == State::Pending;
         self.state = State::Open;
         let single = self.single;
@@ -237,6 +230,18 @@ impl TenantTx {
             Kind::Rows => Outcome::Rows(rows),
             Kind::Count => Outcome::Count(affected),
         })
+    }
+
+    /// Whether `sql` may be sent now: the statement guard, and no second statement after a
+    /// single-statement transaction has committed. Every path to the server starts here.
+    fn admit(&self, sql: &str) -> Result<(), AppError> {
+        guard::check(sql)?;
+        if self.state == State::Finished {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a single-statement TenantTx ran a second statement"
+            )));
+        }
+        Ok(())
     }
 
     /// `sql` as cached: the schema (and version) in a comment makes the cache key per schema;
