@@ -14,6 +14,7 @@ mod serve;
 mod sso_callback;
 mod webhook;
 mod ws;
+mod ws_executor;
 mod ws_gate;
 mod ws_registry;
 

@@ -7,27 +7,22 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
-use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Data, Executor, ServerError};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::HttpState;
 use super::client_ip::ClientIp;
-use super::ws_gate::{CLOSE_UNAUTHORIZED, DOCUMENT_ID, Gate, MAX_MESSAGE, Seen, lock};
+use super::ws_executor::SubscriptionsOnly;
+use super::ws_gate::{CLOSE_UNAUTHORIZED, Gate, MAX_MESSAGE, Seen, lock};
 use super::ws_registry::Registration;
 use crate::error::AppError;
-use crate::graphql::AppSchema;
-use crate::graphql::documents::Documents;
-use crate::graphql::input_check;
-use crate::graphql::trusted::{Choice, TrustedDocuments};
 use crate::members::Role;
 use crate::plans::TenantAccess;
 use crate::request::context::{Caller, RequestCtx};
@@ -133,19 +128,19 @@ struct Conn {
 
 /// The socket's current standing: the caller and tenant subscriptions run for, or why they no
 /// longer may (`None` before `connection_init` is accepted).
-type Standing = Option<Result<Arc<Granted>, async_graphql::Error>>;
+pub(super) type Standing = Option<Result<Arc<Granted>, async_graphql::Error>>;
 
-struct Granted {
-    caller: Caller,
-    access: Arc<TenantAccess>,
-    role: Role,
+pub(super) struct Granted {
+    pub(super) caller: Caller,
+    pub(super) access: Arc<TenantAccess>,
+    pub(super) role: Role,
 }
 
 /// What the socket task and its subscriptions share.
-struct Shared {
+pub(super) struct Shared {
     conn: Mutex<Option<Conn>>,
-    standing: watch::Sender<Standing>,
-    client_ip: Option<IpAddr>,
+    pub(super) standing: watch::Sender<Standing>,
+    pub(super) client_ip: Option<IpAddr>,
 }
 
 async fn serve(
@@ -379,132 +374,6 @@ async fn connect(
     headers.remove("x-tenant");
     let conn = Conn { headers, tenant: tenant.tenant.id };
     Ok((conn, Granted { caller, access: tenant, role }, expires))
-}
-
-/// The schema, refusing queries and mutations: those go to `/graphql`, where they are metered.
-/// Each subscription runs with a request context of its own, built from the socket's current
-/// standing, and ends (with the reason) when a later standing no longer meets what it was
-/// checked for.
-#[derive(Clone)]
-struct SubscriptionsOnly {
-    documents: Arc<Documents>,
-    trusted: Arc<TrustedDocuments>,
-    state: AppState,
-    shared: Arc<Shared>,
-}
-
-impl SubscriptionsOnly {
-    /// The request's document: a trusted one named by `documentId` (which the gate moved into
-    /// the extensions) or `extensions.persistedQuery`, else its own text where the mode allows
-    /// it; then its input is checked. Returns the schema to run it on.
-    fn prepare(&self, request: &mut async_graphql::Request) -> Result<&AppSchema, ServerError> {
-        let id = match request.extensions.get(DOCUMENT_ID) {
-            Some(async_graphql::Value::String(id)) => Some(id.clone()),
-            _ => None,
-        };
-        let validated = match self.trusted.choose(request, id.as_deref()) {
-            Ok(Choice::Trusted(trusted)) => {
-                request.set_parsed_query(trusted.prepared.doc.clone());
-                true
-            }
-            Ok(Choice::AdHoc) => false,
-            Err(refused) => {
-                let mut error = ServerError::new(refused.message, None);
-                error.extensions.get_or_insert_with(Default::default).set("code", refused.code);
-                return Err(error);
-            }
-        };
-        input_check::check_request(self.documents.schema(), request)?;
-        Ok(self.documents.schema_for(validated))
-    }
-}
-
-impl Executor for SubscriptionsOnly {
-    async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match self.prepare(&mut request) {
-            Ok(schema) => schema.execute(request).await,
-            Err(refused) => async_graphql::Response::from_errors(vec![refused]),
-        }
-    }
-
-    fn execute_stream(
-        &self,
-        mut request: async_graphql::Request,
-        session_data: Option<Arc<Data>>,
-    ) -> BoxStream<'static, async_graphql::Response> {
-        let schema = match self.prepare(&mut request) {
-            Ok(schema) => schema.clone(),
-            Err(refused) => return once_error(refused),
-        };
-        if !is_subscription(&mut request) {
-            let mut error = ServerError::new(
-                "only subscriptions go over /graphql/ws; send queries and mutations to /graphql",
-                None,
-            );
-            error.extensions.get_or_insert_with(Default::default).set("code", "VALIDATION");
-            return once_error(error);
-        }
-        let mut standing = self.shared.standing.subscribe();
-        let granted = match standing.borrow_and_update().clone() {
-            Some(Ok(granted)) => granted,
-            Some(Err(err)) => return once_error(err.into_server_error(async_graphql::Pos::default())),
-            None => return once_error(ServerError::new("the handshake is not completed", None)),
-        };
-        let ctx = RequestCtx::new(self.state.clone(), Some(granted.access.clone()), granted.caller)
-            .with_client_ip(self.shared.client_ip);
-        let needs = ctx.needs();
-        request.data.insert(ctx);
-        let updates = Executor::execute_stream(&schema, request, session_data);
-        let plans = self.state.clone();
-        futures::stream::unfold(Some((updates, standing)), move |running| {
-            let (needs, state) = (needs.clone(), plans.clone());
-            async move {
-                let (mut updates, mut standing) = running?;
-                loop {
-                    tokio::select! {
-                        biased;
-                        changed = standing.changed() => {
-                            if changed.is_err() {
-                                return None;
-                            }
-                            let verdict = match standing.borrow_and_update().clone() {
-                                Some(Ok(granted)) => needs
-                                    .met_by(granted.role, &granted.access, &state.plans)
-                                    .map_err(async_graphql::Error::from),
-                                Some(Err(err)) => Err(err),
-                                None => Ok(()),
-                            };
-                            if let Err(err) = verdict {
-                                let error = err.into_server_error(async_graphql::Pos::default());
-                                return Some((async_graphql::Response::from_errors(vec![error]), None));
-                            }
-                        }
-                        update = updates.next() => return update.map(|update| (update, Some((updates, standing)))),
-                    }
-                }
-            }
-        })
-        .boxed()
-    }
-}
-
-fn once_error(error: ServerError) -> BoxStream<'static, async_graphql::Response> {
-    futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed()
-}
-
-/// Whether the request runs a subscription (a document that does not parse is left to the schema).
-fn is_subscription(request: &mut async_graphql::Request) -> bool {
-    let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return true;
-    };
-    match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Subscription,
-        DocumentOperations::Multiple(ops) => match name {
-            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Subscription),
-            None => false,
-        },
-    }
 }
 
 #[cfg(test)]
