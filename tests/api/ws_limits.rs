@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tenantry::tenancy::{self, model::TenantStatus};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,20 +49,6 @@ impl Ws {
             assert_eq!((complete["type"].as_str(), complete["id"].as_str()), (Some("complete"), Some(id)));
         };
         tokio::time::timeout(WITHIN, ended).await.expect("the subscription did not end within a second");
-    }
-
-    /// Waits for an update of subscription `id`, sending traffic meanwhile.
-    async fn updated(&mut self, app: &TestApp, token: &str, tenant: &str, id: &str) -> Value {
-        for _ in 0..20 {
-            requests(app, &app.address, token, tenant, 1).await;
-            while let Some(message) = self.next_within(Duration::from_millis(500)).await {
-                let message = message.unwrap();
-                if message["id"] == id && matches!(message["type"].as_str(), Some("next" | "data")) {
-                    return message;
-                }
-            }
-        }
-        panic!("no update for {id}");
     }
 }
 
