@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "TENANT_WARM_POOL", default_value_t = 4, global = true)]
     pub tenant_warm_pool: usize,
 
+    /// Tenant roles made ahead in batches, so that provisioning changes no role membership
+    /// (each change costs every PostgreSQL backend a rebuild; docs/SCALING.md). 0: one per tenant.
+    #[arg(long, env = "TENANT_ROLES_AHEAD", default_value_t = 64, global = true)]
+    pub tenant_roles_ahead: usize,
+
     /// The plan catalog. Unset: ./plans.toml if present, else the built-in catalog.
     #[arg(long, env = "PLANS_FILE", global = true)]
     pub plans_file: Option<PathBuf>,

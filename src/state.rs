@@ -65,6 +65,8 @@ pub struct Inner {
     pub purge_after: chrono::Duration,
     /// Warm tenant schemas to keep ready (`TENANT_WARM_POOL`).
     pub warm_pool: usize,
+    /// Tenant roles to keep made ahead (`TENANT_ROLES_AHEAD`).
+    pub roles_ahead: usize,
     pub started_at: Instant,
     /// Memory budget the health check compares RSS with.
     pub memory_limit_bytes: Option<u64>,

@@ -35,6 +35,9 @@ pub const TEST_SETTINGS: &[(&str, &str)] = &[
     ("RESETS_PER_IP_PER_HOUR", "100000"),
     // Warm schemas would be made in every test database; the warm-pool tests turn it on.
     ("TENANT_WARM_POOL", "0"),
+    // Each test database makes its own roles ahead: a small batch, so the cold path still takes
+    // them (and, once a test used two, makes its own role again).
+    ("TENANT_ROLES_AHEAD", "2"),
 ];
 
 /// The environment of a test server on `database_url` (`None`: its own embedded cluster) with

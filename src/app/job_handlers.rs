@@ -69,11 +69,12 @@ pub fn registry(state: &AppState) -> Registry {
         .handle(
             warm::REFILL,
             with_state(state, |s, ctx| async move {
-                let done = warm::refill(ctx.pool(), &s.tenant_migrations, s.warm_pool).await?;
+                let done = warm::refill(ctx.pool(), &s.tenant_migrations, s.warm_pool, s.roles_ahead).await?;
                 if done != warm::Refilled::default() {
                     tracing::info!(
                         warm.dropped = done.dropped,
                         warm.created = done.created,
+                        warm.roles = done.roles,
                         "warm pool refilled"
                     );
                 }

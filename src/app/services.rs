@@ -72,6 +72,7 @@ pub fn app_state(
         hasher: password_hasher(config)?,
         purge_after: chrono::Duration::days(i64::from(config.tenant_purge_after_days)),
         warm_pool: config.tenant_warm_pool,
+        roles_ahead: config.tenant_roles_ahead,
         started_at: Instant::now(),
         memory_limit_bytes: config
             .memory_limit_mb

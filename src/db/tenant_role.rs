@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::SchemaName;
 use super::migrate::lock_schema;
 use super::rows::{ColumnError, Columns};
+use crate::error::AppError;
 
 /// Creates `schema`'s role if it does not exist and grants it what tenant requests need:
 /// usage on the schema; select, insert, update, delete on its tables; usage and select on its
@@ -62,7 +63,25 @@ pub async fn grant_empty(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &SchemaName,
 ) -> Result<bool, tokio_postgres::Error> {
-    let exists = tx.query_opt("select 1 from pg_roles where rolname = $1", &[&schema.as_str()]).await?;
+    // Whether the role exists, and whether the login role is a member already (a role made
+    // ahead): granting an existing membership again would still count as a membership change.
+    let exists = tx
+        .query_opt(
+            "select r.rolcanlogin as can_login,
+                    exists (select 1 from pg_auth_members m
+                             where m.roleid = r.oid and m.member = (select oid from pg_roles where rolname = current_user)
+                           ) as member
+               from pg_roles r where r.rolname = $1",
+            &[&schema.as_str()],
+        )
+        .await?;
+    let (can_login, member) = match &exists {
+        Some(row) => {
+            let c = Columns::of(row, "db::tenant_role::grant_empty");
+            (c.try_get::<bool>("can_login").unwrap_or(false), c.try_get::<bool>("member").unwrap_or(false))
+        }
+        None => (false, false),
+    };
     let name = schema.quoted();
     // Citus opens its connections to workers as the current role: on a Citus database a tenant
     // role must be able to log in (it has no password; the cluster's inter-node authentication
@@ -74,12 +93,18 @@ pub async fn grant_empty(
     let login = if citus { "login" } else { "nologin" };
     if exists.is_none() {
         tx.execute_typed(&format!("create role {name} {login}"), &[]).await?;
-    } else if login == "login" {
+    } else if citus && !can_login {
         tx.execute_typed(&format!("alter role {name} login"), &[]).await?;
     }
     // One statement per execute (poolers and Citus forward them one at a time), all in one flush.
+    let membership = if member {
+        // Made ahead: the mark that kept it from being taken for an orphan goes; it is in use.
+        format!("comment on role {name} is null")
+    } else {
+        format!("grant {name} to current_user")
+    };
     let statements = [
-        format!("grant {name} to current_user"),
+        membership,
         format!("grant usage on schema {name} to {name}"),
         format!(
             "alter default privileges in schema {name} grant select, insert, update, delete on tables to {name}"
@@ -89,6 +114,65 @@ pub async fn grant_empty(
     ];
     futures::future::try_join_all(statements.iter().map(|sql| tx.execute_typed(sql, &[]))).await?;
     Ok(citus)
+}
+
+/// What marks a role made ahead (`COMMENT ON ROLE`): it has rights on nothing yet, so tools that
+/// look for unused tenant roles can tell it from one left behind. Cleared when a tenant takes it.
+pub const MADE_AHEAD: &str = "tenantry: made ahead for a tenant not provisioned yet (control.warm_roles)";
+
+/// Keeps at least `low` roles made ahead in `control.warm_roles`: below it, makes enough in one
+/// transaction to reach `ahead` (and never fewer than `low`), so memberships change once per
+/// batch rather than once per provisioning (docs/SCALING.md, "Roles made ahead"). Returns how
+/// many it made.
+pub async fn make_ahead(pool: &Pool, low: usize, ahead: usize) -> Result<usize, AppError> {
+    if ahead == 0 {
+        return Ok(0);
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // One refill at a time: two would both find the stock low and both make a batch.
+    tx.execute("select pg_advisory_xact_lock(hashtext('tenantry.warm_roles'))", &[]).await?;
+    let row = tx.query_one("select count(*) as stock from control.warm_roles", &[]).await?;
+    let stock: i64 = Columns::of(&row, "db::tenant_role::make_ahead").try_get("stock")?;
+    let stock = usize::try_from(stock).unwrap_or(0);
+    if stock >= low.min(ahead) {
+        return Ok(0);
+    }
+    let count = ahead.max(low) - stock;
+    let citus = tx
+        .query_one("select exists (select 1 from pg_extension where extname = 'citus') as citus", &[])
+        .await?;
+    let citus = Columns::of(&citus, "db::tenant_role::make_ahead").try_get::<bool>("citus").unwrap_or(false);
+    let login = if citus { "login" } else { "nologin" };
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+    let mut statements = Vec::with_capacity(ids.len() * 3);
+    for id in &ids {
+        let name = SchemaName::for_tenant(*id).quoted();
+        statements.push(format!("create role {name} {login}"));
+        statements.push(format!("grant {name} to current_user"));
+        statements.push(format!("comment on role {name} is '{MADE_AHEAD}'"));
+    }
+    futures::future::try_join_all(statements.iter().map(|sql| tx.execute_typed(sql, &[]))).await?;
+    tx.execute("insert into control.warm_roles (tenant_id) select unnest($1::uuid[])", &[&ids]).await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// Takes a role made ahead, if there is one: the caller names its tenant and schema after the
+/// returned id, in `tx` (a rollback puts the role back).
+pub async fn take_ahead(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<Uuid>, AppError> {
+    let row = tx
+        .query_opt(
+            "delete from control.warm_roles
+              where tenant_id = (select tenant_id from control.warm_roles limit 1 for update skip locked)
+             returning tenant_id",
+            &[],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(Some(Columns::of(&row, "db::tenant_role::take_ahead").try_get("tenant_id")?)),
+        None => Ok(None),
+    }
 }
 
 /// Drops `schema`'s role, after its schema is dropped (purge). A role another database of the

@@ -24,7 +24,8 @@ pub struct NewTenant {
 }
 
 /// Provisions a tenant: in a warm schema of the pool if one is ready (one statement claims it,
-/// no DDL), else under a fresh random id with its schema created and migrated now.
+/// no DDL), else with its schema created and migrated now, under the id of a tenant role made
+/// ahead if one is left (no membership changes), else under a fresh random id.
 #[tracing::instrument(skip_all, fields(tenant.id, warm))]
 pub async fn provision(pool: &Pool, migrations: &MigrationSet, new: NewTenant) -> Result<Tenant, AppError> {
     let mut client = pool.get().await?;
@@ -33,7 +34,7 @@ pub async fn provision(pool: &Pool, migrations: &MigrationSet, new: NewTenant) -
         drop(tx);
         drop(client);
         tracing::Span::current().record("warm", false);
-        return provision_with_id(pool, migrations, Uuid::new_v4(), new).await;
+        return provision_cold(pool, migrations, None, new).await;
     };
     let span = tracing::Span::current();
     span.record("tenant.id", tracing::field::display(id));
@@ -52,10 +53,24 @@ pub async fn provision_with_id(
     id: Uuid,
     new: NewTenant,
 ) -> Result<Tenant, AppError> {
-    tracing::Span::current().record("tenant.id", tracing::field::display(id));
-    let schema = SchemaName::for_tenant(id);
+    provision_cold(pool, migrations, Some(id), new).await
+}
+
+/// The schema created and migrated now, under `id` or else a role made ahead's id.
+async fn provision_cold(
+    pool: &Pool,
+    migrations: &MigrationSet,
+    id: Option<Uuid>,
+    new: NewTenant,
+) -> Result<Tenant, AppError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    let id = match id {
+        Some(id) => id,
+        None => tenant_role::take_ahead(&tx).await?.unwrap_or_else(Uuid::new_v4),
+    };
+    tracing::Span::current().record("tenant.id", tracing::field::display(id));
+    let schema = SchemaName::for_tenant(id);
     insert_tenant(&tx, id, &schema, &new, 0).await?;
     tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
     // Before the migrations: their objects come with the role's grants (default privileges).

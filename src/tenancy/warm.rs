@@ -27,6 +27,8 @@ pub struct Refilled {
     /// Warm schemas behind the migrations, dropped.
     pub dropped: usize,
     pub created: usize,
+    /// Tenant roles made ahead (one batch, `db::tenant_role::make_ahead`).
+    pub roles: usize,
 }
 
 /// Takes one warm schema at `set`'s latest version, if there is one: its row is gone when `tx`
@@ -51,12 +53,24 @@ pub async fn claim(tx: &Transaction<'_>, set: &MigrationSet) -> Result<Option<(U
 
 /// Brings the pool to `target` schemas at `set`'s latest version: drops warm schemas behind it,
 /// then creates what is missing, one transaction each (a failure leaves nothing half made).
-pub async fn refill(pool: &Pool, set: &MigrationSet, target: usize) -> Result<Refilled, AppError> {
+/// Before that, tops up the tenant roles made ahead to `roles_ahead` when fewer than a quarter
+/// of them (or fewer than the schemas about to be made) are left, in one batch.
+pub async fn refill(
+    pool: &Pool,
+    set: &MigrationSet,
+    target: usize,
+    roles_ahead: usize,
+) -> Result<Refilled, AppError> {
     let mut done = Refilled::default();
     while drop_one_stale(pool, set).await? {
         done.dropped += 1;
     }
     let ready = count(pool, set).await?;
+    let missing = target.saturating_sub(ready);
+    if roles_ahead > 0 {
+        let low = (roles_ahead / 4).max(missing).max(1);
+        done.roles = crate::db::tenant_role::make_ahead(pool, low, roles_ahead + missing).await?;
+    }
     for _ in ready..target {
         create_one(pool, set).await?;
         done.created += 1;
@@ -101,10 +115,10 @@ async fn drop_one_stale(pool: &Pool, set: &MigrationSet) -> Result<bool, AppErro
 }
 
 async fn create_one(pool: &Pool, set: &MigrationSet) -> Result<(), AppError> {
-    let id = Uuid::new_v4();
-    let schema = SchemaName::for_tenant(id);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    let id = crate::db::tenant_role::take_ahead(&tx).await?.unwrap_or_else(Uuid::new_v4);
+    let schema = SchemaName::for_tenant(id);
     tx.execute_typed(&format!("create schema {}", schema.quoted()), &[]).await?;
     // The schema's role comes with it, as at provisioning (before the migrations, whose objects
     // take its default privileges): a claimed schema serves as its role.

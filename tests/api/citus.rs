@@ -170,7 +170,7 @@ async fn warm_schemas_are_distributed_schemas_and_a_claimed_one_serves_its_tenan
     let pool = tenantry::db::build_pool(&url, 2).unwrap();
     tenantry::db::migrate::migrate_control(&pool).await.unwrap();
     let set = tenantry::db::migrate::MigrationSet::tenant();
-    tenantry::tenancy::warm::refill(&pool, &set, 1).await.unwrap();
+    tenantry::tenancy::warm::refill(&pool, &set, 1, 0).await.unwrap();
     let sub = format!("warm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let new = tenantry::tenancy::provision::NewTenant {
         name: tenantry::tenancy::model::TenantName::parse("Warm").unwrap(),

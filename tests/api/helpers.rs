@@ -159,19 +159,39 @@ fn control_migrations_hash() -> String {
 }
 
 /// Drops the tenant roles (cluster-wide) that no database grants anything to any more: those of
-/// dropped test databases. A role in use always has a grant on its schema, committed with it.
+/// dropped test databases. A role in use always has a grant on its schema, committed with it;
+/// a role made ahead has none yet, and is told by its comment (dropped with its database).
 const DROP_ORPHAN_TENANT_ROLES: &str = "do $$ declare r record; begin
     for r in select rolname from pg_roles a where rolname ~ '^t_[0-9a-f]{32}$'
         and not exists (select 1 from pg_shdepend d where d.refclassid = 'pg_authid'::regclass and d.refobjid = a.oid)
+        and shobj_description(a.oid, 'pg_authid') is null
     loop
         begin execute format('drop role %I', r.rolname); exception when others then null; end;
     end loop;
 end $$";
 
-/// Drops a test database now, closing its connections, and the tenant roles it leaves unused.
+/// Drops a test database now, closing its connections, and the tenant roles it leaves unused
+/// (those it made ahead included).
 pub async fn drop_database(name: &str) {
+    let ahead = roles_made_ahead(name).await;
     admin(&format!("drop database if exists {name} with (force)")).await;
+    for role in ahead {
+        admin(&format!("drop role if exists \"{role}\"")).await;
+    }
     admin(DROP_ORPHAN_TENANT_ROLES).await;
+}
+
+/// The names of the tenant roles database `name` made ahead (none if it has no control schema).
+async fn roles_made_ahead(name: &str) -> Vec<String> {
+    let Ok((client, connection)) = tokio_postgres::connect(&server_url(name), tokio_postgres::NoTls).await
+    else {
+        return Vec::new();
+    };
+    let driver = tokio::spawn(connection);
+    let rows = client.query("select tenant_id from control.warm_roles", &[]).await.unwrap_or_default();
+    drop(client);
+    let _ = driver.await;
+    rows.iter().map(|r| format!("t_{}", r.get::<_, Uuid>(0).simple())).collect()
 }
 
 impl Drop for TestDb {

@@ -79,7 +79,10 @@ async fn warm_schemas_behind_the_migrations_are_never_claimed_and_are_replaced()
     let db = TestDb::migrated().await;
     let pool = tenantry::db::build_pool(&db.url, 2).unwrap();
     let old = MigrationSet::tenant();
-    assert_eq!(warm::refill(&pool, &old, 2).await.unwrap(), warm::Refilled { dropped: 0, created: 2 });
+    assert_eq!(
+        warm::refill(&pool, &old, 2, 0).await.unwrap(),
+        warm::Refilled { dropped: 0, created: 2, roles: 0 }
+    );
     let stale = warm_schemas(&pool).await;
 
     let new = MigrationSet::tenant()
@@ -96,7 +99,10 @@ async fn warm_schemas_behind_the_migrations_are_never_claimed_and_are_replaced()
     assert_eq!(warm_schemas(&pool).await, stale);
 
     // Its refill drops the stale ones (schemas and all) and makes new ones at its version.
-    assert_eq!(warm::refill(&pool, &new, 2).await.unwrap(), warm::Refilled { dropped: 2, created: 2 });
+    assert_eq!(
+        warm::refill(&pool, &new, 2, 0).await.unwrap(),
+        warm::Refilled { dropped: 2, created: 2, roles: 0 }
+    );
     for schema in &stale {
         assert!(!schema_exists(&pool, schema).await, "{schema} was left behind");
     }
@@ -118,4 +124,85 @@ async fn warm_schemas_behind_the_migrations_are_never_claimed_and_are_replaced()
     // The old build's pool is empty now: it provisions cold and still works.
     let cold = provision(&pool, &old, new_tenant("old-build")).await.unwrap();
     assert!(schema_exists(&pool, cold.schema.as_str()).await);
+}
+
+/// Each role's `pg_authid` row and its membership row for the login role, with the transaction
+/// that last wrote each (`xmin`): a change to either would show.
+async fn role_rows(pool: &deadpool_postgres::Pool, names: &[String]) -> Vec<(String, String, String)> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "select a.rolname::text, a.xmin::text, m.xmin::text
+               from pg_authid a
+               join pg_auth_members m
+                 on m.roleid = a.oid and m.member = (select oid from pg_authid where rolname = current_user)
+              where a.rolname = any($1) order by a.rolname",
+            &[&names],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+async fn made_ahead(pool: &deadpool_postgres::Pool) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let rows = client.query("select tenant_id from control.warm_roles order by 1", &[]).await.unwrap();
+    rows.iter().map(|r| format!("t_{}", r.get::<_, uuid::Uuid>(0).simple())).collect()
+}
+
+async fn comment(pool: &deadpool_postgres::Pool, role: &str) -> Option<String> {
+    let client = pool.get().await.unwrap();
+    let sql = "select shobj_description(oid, 'pg_authid') from pg_roles where rolname = $1";
+    client.query_one(sql, &[&role]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn tenants_take_roles_made_ahead_in_one_batch_and_provisioning_changes_no_membership() {
+    let db = TestDb::migrated().await;
+    let pool = tenantry::db::build_pool(&db.url, 2).unwrap();
+    let set = MigrationSet::tenant();
+    // One batch: four roles to keep ahead and one for the warm schema made right after.
+    let refilled = warm::refill(&pool, &set, 1, 4).await.unwrap();
+    assert_eq!(refilled, warm::Refilled { dropped: 0, created: 1, roles: 5 });
+    let ahead = made_ahead(&pool).await;
+    assert_eq!(ahead.len(), 4, "{ahead:?}");
+    // Four left is above a quarter of four: the next refill makes no batch.
+    assert_eq!(warm::refill(&pool, &set, 1, 4).await.unwrap(), warm::Refilled::default());
+    let mut batch = ahead.clone();
+    batch.extend(warm_schemas(&pool).await);
+    assert_eq!(batch.len(), 5);
+    let before = role_rows(&pool, &batch).await;
+    assert_eq!(before.len(), 5, "every role of the batch exists and the login role is its member");
+    assert_eq!(comment(&pool, &ahead[0]).await.as_deref(), Some(tenantry::db::tenant_role::MADE_AHEAD));
+
+    let new_tenant = |sub: &str| NewTenant {
+        name: TenantName::parse("Ahead").unwrap(),
+        subdomain: Subdomain::parse(sub).unwrap(),
+        owner: None,
+    };
+    // The warm schema (named after a role of the batch), then two cold ones, which take roles
+    // made ahead instead of making their own.
+    let warm_one = provision(&pool, &set, new_tenant("warm-one")).await.unwrap();
+    let cold_one = provision(&pool, &set, new_tenant("cold-one")).await.unwrap();
+    let cold_two = provision(&pool, &set, new_tenant("cold-two")).await.unwrap();
+    for tenant in [&warm_one, &cold_one, &cold_two] {
+        assert!(
+            batch.iter().any(|r| r == tenant.schema.as_str()),
+            "{} is not of the batch",
+            tenant.schema.as_str()
+        );
+    }
+    assert_eq!(made_ahead(&pool).await.len(), 2);
+    assert_eq!(role_rows(&pool, &batch).await, before, "provisioning wrote a role or a membership");
+    assert_eq!(comment(&pool, cold_one.schema.as_str()).await, None, "a taken role keeps the mark");
+
+    // Each serves as its own role, with rights on its schema.
+    let tenants = tenantry::db::TenantPool::new(pool.clone(), tenantry::config::Pooler::None);
+    for tenant in [&warm_one, &cold_one] {
+        let mut tx = tenantry::db::TenantTx::begin(&tenants, &tenant.schema).await.unwrap();
+        let row =
+            tx.query_one("select current_user::text as who, count(*) as n from projects", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(row.get::<_, String>("who"), tenant.schema.as_str());
+    }
 }
