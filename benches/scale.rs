@@ -74,6 +74,11 @@ struct Args {
     /// Reads a second over every tenant while the new migration runs.
     #[arg(long, default_value_t = 200.0)]
     serve_rate: f64,
+    /// Only this, after provisioning: N tenants provisioned while serving reads, with their roles
+    /// made one per tenant and then made ahead in one batch (read latency of each); run it as a
+    /// non-superuser login role, whose membership list PostgreSQL rebuilds after each change.
+    #[arg(long, default_value_t = 0)]
+    provision_while_serving: usize,
 }
 
 #[tokio::main]
@@ -102,6 +107,42 @@ async fn run(url: &str, pool: &Pool, args: Args) -> anyhow::Result<()> {
         target: "p50 < 50 ms",
         ..Figure::plain("provision: per tenant p50 / p99", format!("{p50:.1} / {p99:.1} ms"))
     });
+    if args.provision_while_serving > 0 {
+        let count = args.provision_while_serving;
+        for ahead in [false, true] {
+            let how = if ahead { "roles made ahead in one batch" } else { "a role made per tenant" };
+            eprintln!("{count} tenants provisioned while serving {} reads/s, {how}", args.serve_rate);
+            let served = fleet::provision_while_serving(
+                url,
+                pool,
+                &MigrationSet::tenant(),
+                args.tenants,
+                args.serve_rate,
+                count,
+                ahead,
+            )
+            .await?;
+            let name = if ahead {
+                "tenants provisioned while serving, roles made ahead in one batch"
+            } else {
+                "tenants provisioned while serving, a role made per tenant"
+            };
+            figures.push(Figure::plain(
+                name,
+                format!(
+                    "{count} in {:.1} s; reads meanwhile: {} ok, {} failed, p50 / p99 / max {:.1} / {:.1} / {:.1} ms",
+                    served.took.as_secs_f64(),
+                    served.ok,
+                    served.errors,
+                    served.p50_ms,
+                    served.p99_ms,
+                    served.max_ms
+                ),
+            ));
+        }
+        report::print(&format!("Provisioning while serving: {} tenants", args.tenants), &figures);
+        return Ok(());
+    }
     if args.provision_only {
         report::print(&format!("Provisioned: {} tenants", args.tenants), &figures);
         return Ok(());

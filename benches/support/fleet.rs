@@ -130,6 +130,91 @@ pub async fn migrate_while_serving(
     Ok(ServedMigration { took, migrated: report.migrated, failed_tenants: report.failed.len(), ok, errors })
 }
 
+/// Reads over every tenant while tenants were provisioned one after another.
+pub struct ServedProvisioning {
+    pub took: Duration,
+    pub ok: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Provisions `count` tenants one after another (cold: no warm schema) while a `tenantry serve`
+/// answers `rate` reads a second over tenants `0..tenants`, with the tenant roles made ahead in
+/// one batch (`ahead`, made while serving, as the refill job would) or one per provisioning.
+/// The server is warmed first (each backend's first role switch builds its membership list), and
+/// the tenants are purged afterwards. With a non-superuser login role, each membership change
+/// makes every backend rebuild that list on its next request: what the read latencies show.
+pub async fn provision_while_serving(
+    url: &str,
+    pool: &Pool,
+    set: &MigrationSet,
+    tenants: usize,
+    rate: f64,
+    count: usize,
+    ahead: bool,
+) -> anyhow::Result<ServedProvisioning> {
+    empty_warm_pool(pool).await?;
+    let envs = [("TENANT_WARM_POOL", "0"), ("TENANT_ROLES_AHEAD", "0")];
+    let server = read_request::spawn_server(url, 16, &envs, &[]).await?;
+    let authorization = read_request::authorization()?;
+    let shots = read_request::shots(0..tenants)?;
+    let target = read_request::target(server.addr, &authorization, &shots);
+    let warm_up = Load { connections: 16, duration: Duration::from_secs(5), rate: None };
+    load::run(&target, warm_up).await?;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let provisioning = {
+        let (pool, set, done) = (pool.clone(), set.clone(), done.clone());
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let result = async {
+                if ahead {
+                    tenantry::db::tenant_role::make_ahead(&pool, count, count).await?;
+                }
+                let mut made = Vec::with_capacity(count);
+                for k in 0..count {
+                    let new = NewTenant {
+                        name: TenantName::parse(&format!("Served {k}"))?,
+                        subdomain: Subdomain::parse(&format!("srv-{}-{k}", &run[..8]))?,
+                        owner: Some(super::setup::USER_ID),
+                    };
+                    made.push(provision(&pool, &set, new).await?);
+                }
+                Ok::<_, AppError>(made)
+            }
+            .await;
+            done.store(true, Ordering::Relaxed);
+            result.map(|made| (made, t0.elapsed()))
+        })
+    };
+    let (mut ok, mut errors) = (0, 0);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let slice = Load { connections: 8, duration: Duration::from_secs(1), rate: Some(rate) };
+    while !done.load(Ordering::Relaxed) {
+        let part = load::run(&target, slice).await?;
+        ok += part.ok;
+        errors += part.errors;
+        latency.add(&part.latency)?;
+    }
+    let (made, took) = provisioning.await?.map_err(AppError::into_anyhow)?;
+    drop(server);
+    for tenant in &made {
+        purge(pool, tenant).await.map_err(AppError::into_anyhow)?;
+    }
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Ok(ServedProvisioning {
+        took,
+        ok,
+        errors,
+        p50_ms: ms(latency.value_at_quantile(0.5)),
+        p99_ms: ms(latency.value_at_quantile(0.99)),
+        max_ms: ms(latency.max()),
+    })
+}
+
 /// Rows and bytes of the catalog tables that grow with tenants, and the database's size.
 pub struct Catalog {
     pub pg_class_rows: i64,
