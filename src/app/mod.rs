@@ -265,6 +265,7 @@ impl Application {
                 "tenants lag behind this build's migrations; run `tenantry migrate`"
             );
         }
+        crate::db::tenant_role::warn_about_memberships(&state.pool).await;
         let worker = job_worker(&config, &database, &listen_url, &state)?;
         let job_wake = worker.as_ref().map(Worker::waker);
         let pg_config: tokio_postgres::Config = listen_url.parse()?;

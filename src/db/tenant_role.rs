@@ -175,6 +175,56 @@ pub async fn take_ahead(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<U
     }
 }
 
+/// Memberships past which the login role's membership list costs each backend a noticeable
+/// rebuild after every membership change (docs/SCALING.md: ~0.2 s at 10,000 on PostgreSQL 15).
+const MANY_MEMBERSHIPS: i64 = 10_000;
+
+/// What to tell the operator at start, if anything, about the cost of the login role's tenant
+/// role memberships: `version` is `server_version_num`.
+pub fn membership_warning(version: i32, superuser: bool, memberships: i64) -> Option<String> {
+    if superuser || memberships < MANY_MEMBERSHIPS {
+        return None;
+    }
+    let how = if version < 170_000 {
+        "in time that grows with the square of that count on this version (1.7 s at 25,000)"
+    } else {
+        "in time that grows with that count (0.37 s at 100,000)"
+    };
+    Some(format!(
+        "the login role is a member of {memberships} tenant roles: after any role membership change, \
+         every PostgreSQL backend rebuilds that list {how}; keep TENANT_ROLES_AHEAD on and see \
+         docs/SCALING.md, \"Many tenants on one PostgreSQL\""
+    ))
+}
+
+/// Logs [`membership_warning`]'s advice for this database's login role, if any. A failed
+/// look-up is logged and otherwise ignored: it only advises.
+pub async fn warn_about_memberships(pool: &Pool) {
+    let look = async {
+        let row = pool
+            .get()
+            .await?
+            .query_one(
+                "select current_setting('server_version_num')::int as version,
+                        (select rolsuper from pg_roles where rolname = current_user) as superuser,
+                        (select count(*) from pg_auth_members
+                          where member = (select oid from pg_roles where rolname = current_user)) as memberships",
+                &[],
+            )
+            .await?;
+        let c = Columns::of(&row, "db::tenant_role::warn_about_memberships");
+        Ok::<_, AppError>((c.try_get("version")?, c.try_get("superuser")?, c.try_get("memberships")?))
+    };
+    match look.await {
+        Ok((version, superuser, memberships)) => {
+            if let Some(advice) = membership_warning(version, superuser, memberships) {
+                tracing::warn!(memberships, pg.version = version, "{advice}");
+            }
+        }
+        Err(err) => tracing::warn!(error = ?err, "could not count the login role's memberships"),
+    }
+}
+
 /// Drops `schema`'s role, after its schema is dropped (purge). A role another database of the
 /// cluster still grants to (the same tenant imported there) is kept: PostgreSQL refuses to drop
 /// it (2BP01), and the purge goes on.
@@ -268,4 +318,19 @@ async fn grant_one(pool: &Pool, schema: &str) -> anyhow::Result<()> {
     grant(&tx, &schema).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::membership_warning;
+
+    #[test]
+    fn a_non_superuser_with_many_memberships_is_warned_by_version() {
+        assert_eq!(membership_warning(150_020, false, 9_999), None);
+        assert_eq!(membership_warning(150_020, true, 100_000), None, "superusers skip membership checks");
+        let old = membership_warning(150_020, false, 10_000).unwrap();
+        assert!(old.contains("square") && old.contains("10000 tenant roles"), "{old}");
+        let new = membership_warning(180_004, false, 50_000).unwrap();
+        assert!(new.contains("grows with that count") && !new.contains("square"), "{new}");
+    }
 }
