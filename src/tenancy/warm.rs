@@ -69,7 +69,14 @@ pub async fn refill(
     let missing = target.saturating_sub(ready);
     if roles_ahead > 0 {
         let low = (roles_ahead / 4).max(missing).max(1);
-        done.roles = crate::db::tenant_role::make_ahead(pool, low, roles_ahead + missing).await?;
+        // Roles made ahead save rebuilds; without them each schema makes its own role, so a
+        // failed batch is reported and the schemas are made all the same.
+        match crate::db::tenant_role::make_ahead(pool, low, roles_ahead + missing).await {
+            Ok(made) => done.roles = made,
+            Err(err) => {
+                tracing::warn!(error = ?err, "making tenant roles ahead failed; each warm schema makes its own")
+            }
+        }
     }
     for _ in ready..target {
         create_one(pool, set).await?;
