@@ -4,7 +4,8 @@
 //!
 //! A tenant moves to the other node and back with `tenantry tenants move` while four clients
 //! read and write it: every request answers without an error and every acknowledged write is
-//! there afterwards.
+//! there afterwards. Warm schemas are distributed schemas, and a tenant whose role was made
+//! ahead is served as that role on the worker it moved to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,11 @@ const CREATE_PROJECT: &str = "mutation($n: String!) { createProject(name: $n) { 
 const PROJECTS: &str = "{ projects { name } }";
 const CLIENTS: usize = 4;
 
+/// The tests share the cluster's one database, with its job queue, warm pool and roles made
+/// ahead: they run one at a time. (Two test servers at once would each run the other's mail jobs,
+/// encrypted under another generated key, into their own mail spool.)
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn citus_url() -> Option<String> {
     let url = std::env::var("CITUS_URL").ok().filter(|u| !u.is_empty());
     if url.is_none() {
@@ -35,6 +41,7 @@ fn citus_url() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_moves_between_nodes_and_back_while_served_with_no_failed_request_and_no_lost_write() {
     let Some(url) = citus_url() else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let server = ServerProcess::start(&url, &[]).await;
     let subdomain = format!("move-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let email = format!("owner@{subdomain}.example.com");
@@ -167,6 +174,7 @@ fn failed(status: reqwest::StatusCode, body: &Value) -> bool {
 #[tokio::test]
 async fn warm_schemas_are_distributed_schemas_and_a_claimed_one_serves_its_tenant() {
     let Some(url) = citus_url() else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let pool = tenantry::db::build_pool(&url, 2).unwrap();
     tenantry::db::migrate::migrate_control(&pool).await.unwrap();
     let set = tenantry::db::migrate::MigrationSet::tenant();
@@ -198,4 +206,89 @@ async fn warm_schemas_are_distributed_schemas_and_a_claimed_one_serves_its_tenan
     assert!(refused.contains("42501") || refused.contains("permission denied"), "{refused}");
     drop(tx);
     tenantry::tenancy::purge(&pool, &tenant).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_provisioned_with_a_role_made_ahead_is_served_on_the_worker_after_a_move() {
+    let Some(url) = citus_url() else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let pool = tenantry::db::build_pool(&url, 2).unwrap();
+    tenantry::db::migrate::migrate_control(&pool).await.unwrap();
+    // A batch of roles made ahead, as the refill job makes them: the tenant takes one of these.
+    tenantry::db::tenant_role::make_ahead(&pool, 2, 2).await.unwrap();
+    let client = pool.get().await.unwrap();
+    let ahead: Vec<uuid::Uuid> = client
+        .query("select tenant_id from control.warm_roles", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("tenant_id"))
+        .collect();
+
+    let server = ServerProcess::start(&url, &[]).await;
+    let subdomain = format!("ahead-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let email = format!("owner@{subdomain}.example.com");
+    let body = server.graphql(As::default(), SIGN_UP, json!({ "e": email })).await.1;
+    let token = body["data"]["signUp"]["accessToken"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let verification = server.mailed_token(&email, "Confirm your email address").await;
+    server.graphql(As::default(), VERIFY, json!({ "t": verification })).await;
+    let body = server.graphql(As::user(&token), CREATE_TENANT, json!({ "s": subdomain })).await.1;
+    let id = body["data"]["createTenant"]["id"].as_str().unwrap_or_else(|| panic!("{body}"));
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    assert!(ahead.contains(&id), "tenant {id} did not take a role made ahead: {ahead:?}");
+    let schema = SchemaName::for_tenant(id);
+
+    // To the coordinator first (nothing to do if it is there), then to the worker: a real move.
+    let nodes: Vec<Node> = client
+        .query(
+            "select nodename, nodeport from pg_dist_node where isactive and noderole = 'primary' order by groupid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Node { host: r.get("nodename"), port: u16::try_from(r.get::<_, i32>("nodeport")).unwrap() })
+        .collect();
+    let [coordinator, worker] = &nodes[..] else {
+        panic!("the suite needs a coordinator and one worker: {nodes:?}")
+    };
+    for target in [coordinator, worker] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["tenants", "move", &subdomain, "--to", &target.to_string()])
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "error")
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        assert_eq!(placement(&**client, &schema).await.unwrap().as_ref(), Some(target));
+    }
+
+    // The role came to the worker with its batch, able to log in (Citus connects as it).
+    let on_worker: String = client
+        .query_one(
+            "select result from run_command_on_workers(
+                 format('select count(*) from pg_roles where rolname = %L and rolcanlogin', $1::text))
+              where nodeport = $2",
+            &[&schema.as_str(), &i32::from(worker.port)],
+        )
+        .await
+        .unwrap()
+        .get("result");
+    assert_eq!(on_worker, "1", "{} is not a login role on the worker", schema.as_str());
+
+    // Served: a write and a read through the server.
+    let body =
+        server.graphql(As::member(&token, &subdomain), CREATE_PROJECT, json!({ "n": "after" })).await.1;
+    assert!(body["data"]["createProject"]["id"].is_string(), "{body}");
+    let body = server.graphql(As::member(&token, &subdomain), PROJECTS, json!({})).await.1;
+    assert_eq!(body["data"]["projects"], json!([{ "name": "after" }]), "{body}");
+    // As its role: a statement on its table, routed to the worker, runs as it; `control` is refused.
+    let mut tx = tenantry::db::TenantTx::begin(&pool, &schema).await.unwrap();
+    let row = tx.query_one("select current_user::text as role from projects limit 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>("role"), schema.as_str());
+    let refused = tx.query("select count(*) from control.tenants", &[]).await.unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(refused.contains("42501") || refused.contains("permission denied"), "{refused}");
 }
