@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::telemetry::metrics::{BUCKETS, describe};
+use crate::telemetry::metrics::{BUCKETS, describe, resolve_handles};
 
 /// The Prometheus recorder, installed on first use; every application renders `/metrics` from it.
 pub fn metrics_recorder() -> &'static PrometheusHandle {
@@ -18,6 +18,7 @@ pub fn metrics_recorder() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("the only metrics recorder in this process");
         describe();
+        resolve_handles();
         handle
     })
 }

@@ -3,7 +3,6 @@
 mod parse;
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -85,13 +84,12 @@ async fn run(
         Ok(tenant) => tenant,
         Err(err) => return err.into_response(),
     };
-    record_caller(tenant.as_deref().map(|t| t.tenant.id), &caller);
     // A query text seen before skips parsing, and validation once it passed (the cache is bounded).
     let prepared = match prepared {
         Some(prepared) => Some(prepared),
         None => settings.documents.attach(&mut request).await,
     };
-    let operation = operation(&mut request);
+    let operation = describe(&mut request, tenant.as_deref().map(|t| t.tenant.id), &caller);
     let mutation = operation == Some(OperationType::Mutation);
     if method == Method::GET && mutation {
         let mut response = request_error(StatusCode::METHOD_NOT_ALLOWED, "mutations must be sent with POST");
@@ -138,7 +136,7 @@ async fn run(
         }
         err.message = crate::error::clip(&err.message);
     }
-    count_operation(operation, &response);
+    count_operation(&settings.request_metrics.graphql, operation, &response);
     if request_failed {
         let body = serde_json::json!({ "errors": response.errors });
         let status = media.request_error_status(StatusCode::BAD_REQUEST);
@@ -150,7 +148,7 @@ async fn run(
     }
     let kept = response.errors.is_empty();
     let retry_after = come_back_later(&response);
-    let mut http = GraphQLResponse::from(response).into_response();
+    let mut http = graphql_response(&response);
     // A rate limit found inside a resolver (sign-in attempts) is still an HTTP 429, and a
     // database outage met by a resolver an HTTP 503.
     if let Some((status, seconds)) = retry_after {
@@ -163,6 +161,20 @@ async fn run(
     if cacheable {
         cache_headers(&mut http, kept, credentials);
     }
+    http
+}
+
+/// The answer's body and headers (room for the headers `observe` and the edge add, so the map
+/// grows once, not three times).
+fn graphql_response(response: &async_graphql::Response) -> Response {
+    let body = match serde_json::to_vec(response) {
+        Ok(body) => body,
+        Err(err) => return crate::error::AppError::internal(anyhow::Error::from(err)).into_response(),
+    };
+    let mut http = Response::new(axum::body::Body::from(body));
+    let headers = http.headers_mut();
+    headers.reserve(16);
+    headers.extend(response.http_headers.iter().map(|(name, value)| (name.clone(), value.clone())));
     http
 }
 
@@ -223,56 +235,55 @@ fn come_back_later(response: &async_graphql::Response) -> Option<(StatusCode, u6
         .or_else(|| with_code("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS))
 }
 
-/// Puts the tenant and the caller on the request's span (so on its log line). Ids only.
-fn record_caller(tenant: Option<uuid::Uuid>, caller: &Caller) {
-    let span = tracing::Span::current();
-    if let Some(tenant) = tenant {
-        span.record("tenant.id", tracing::field::display(tenant));
-    }
-    match caller {
-        Caller::User(user) => {
-            span.record("user.id", tracing::field::display(user));
-        }
-        Caller::ApiKey(key) => {
-            span.record("api_key.id", tracing::field::display(key.id));
-        }
-        Caller::Anonymous | Caller::Rejected(_) => {}
-    }
-}
-
-/// The type of the operation the request would run, put on the request's span with its name:
-/// the operation's own name, else its first root field (both from the parsed document, never
-/// from free text; borrowed, not copied). With several operations and none chosen, a mutation
-/// among them counts (GET must refuse it).
-fn operation(request: &mut async_graphql::Request) -> Option<OperationType> {
+/// The request's fields on its span (so on its log line), recorded at once: the tenant and the
+/// caller (ids only), and the operation's type and name — its own name, else its first root
+/// field (both from the parsed document, never from free text). Returns the type of the
+/// operation the request would run; with several operations and none chosen, a mutation among
+/// them counts (GET must refuse it).
+fn describe(
+    request: &mut async_graphql::Request,
+    tenant: Option<uuid::Uuid>,
+    caller: &Caller,
+) -> Option<OperationType> {
     use async_graphql::parser::types::{OperationDefinition, Selection};
-    let chosen = request.operation_name.clone();
-    let doc = request.parsed_query().ok()?;
-    let describe = |name: Option<&str>, op: &OperationDefinition| {
+    fn describe<'a>(name: Option<&'a str>, op: &'a OperationDefinition) -> (OperationType, &'a str) {
         let first_field = op.selection_set.node.items.iter().find_map(|item| match &item.node {
             Selection::Field(field) => Some(field.node.name.node.as_str()),
             _ => None,
         });
         let name = name.or(first_field).unwrap_or("anonymous");
-        let span = tracing::Span::current();
-        span.record("graphql.type", type_label(op.ty));
-        span.record("graphql.operation", name.get(..name.floor_char_boundary(64)).unwrap_or(name));
-        op.ty
-    };
-    match &doc.operations {
-        // The parser keeps no name for a lone operation.
-        DocumentOperations::Single(op) => Some(describe(None, &op.node)),
-        DocumentOperations::Multiple(ops) => match chosen.as_deref() {
-            Some(chosen) => {
-                ops.get_key_value(chosen).map(|(name, op)| describe(Some(name.as_str()), &op.node))
-            }
-            None => ops
-                .iter()
-                .find(|(_, op)| op.node.ty == OperationType::Mutation)
-                .or_else(|| ops.iter().next())
-                .map(|(name, op)| describe(Some(name.as_str()), &op.node)),
-        },
+        (op.ty, name.get(..name.floor_char_boundary(64)).unwrap_or(name))
     }
+    let chosen = request.operation_name.clone();
+    let operation = match request.parsed_query() {
+        Err(_) => None,
+        // The parser keeps no name for a lone operation.
+        Ok(doc) => match &doc.operations {
+            DocumentOperations::Single(op) => Some(describe(None, &op.node)),
+            DocumentOperations::Multiple(ops) => match chosen.as_deref() {
+                Some(chosen) => {
+                    ops.get_key_value(chosen).map(|(name, op)| describe(Some(name.as_str()), &op.node))
+                }
+                None => ops
+                    .iter()
+                    .find(|(_, op)| op.node.ty == OperationType::Mutation)
+                    .or_else(|| ops.iter().next())
+                    .map(|(name, op)| describe(Some(name.as_str()), &op.node)),
+            },
+        },
+    };
+    let (user, api_key) = match caller {
+        Caller::User(user) => (Some(*user), None),
+        Caller::ApiKey(key) => (None, Some(key.id)),
+        Caller::Anonymous | Caller::Rejected(_) => (None, None),
+    };
+    super::observe::describe(super::observe::Described {
+        tenant,
+        user,
+        api_key,
+        operation: operation.map(|(ty, name)| (type_label(ty), name)),
+    });
+    operation.map(|(ty, _)| ty)
 }
 
 fn type_label(ty: OperationType) -> &'static str {
@@ -284,16 +295,17 @@ fn type_label(ty: OperationType) -> &'static str {
 }
 
 /// `graphql_operations_total{type,outcome}` and `graphql_errors_total{code}`.
-fn count_operation(ty: Option<OperationType>, response: &async_graphql::Response) {
-    use crate::telemetry::metrics as m;
-    let ty = ty.map_or("unknown", type_label);
-    let outcome = if response.errors.is_empty() { "ok" } else { "error" };
-    metrics::counter!(m::GRAPHQL_OPERATIONS, "type" => ty, "outcome" => outcome).increment(1);
+fn count_operation(
+    counters: &crate::telemetry::metrics::GraphqlCounters,
+    ty: Option<OperationType>,
+    response: &async_graphql::Response,
+) {
+    counters.operation(ty.map_or("unknown", type_label), response.errors.is_empty());
     for err in &response.errors {
         let code = err.extensions.as_ref().and_then(|ext| match ext.get("code") {
             Some(async_graphql::Value::String(code)) => Some(code.as_str()),
             _ => None,
         });
-        metrics::counter!(m::GRAPHQL_ERRORS, "code" => m::code_label(code)).increment(1);
+        counters.error(code);
     }
 }

@@ -37,7 +37,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
 
 /// The API answers JSON, so a strict policy costs nothing; a handler that serves HTML (the
 /// playground) sets its own `Content-Security-Policy`, which is kept.
-const HEADERS: [(HeaderName, &str); 5] = [
+pub const HEADERS: [(HeaderName, &str); 5] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::REFERRER_POLICY, "no-referrer"),
@@ -49,8 +49,6 @@ const HEADERS: [(HeaderName, &str); 5] = [
 /// response (one middleware fewer per request than a layer of its own).
 pub fn security_headers(headers: &mut HeaderMap) {
     for (name, value) in HEADERS {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
+        headers.entry(name).or_insert_with(|| HeaderValue::from_static(value));
     }
 }

@@ -116,21 +116,25 @@ pub fn router_with(app: AppState, settings: HttpSettings, extra: Router) -> Rout
     }
     let limits = axum::middleware::from_fn_with_state(Arc::clone(&state.settings), limits::limit);
     let observe = axum::middleware::from_fn_with_state(Arc::clone(&state.settings), observe::observe);
+    // One stack, applied to each route as one layer: axum boxes a route once per `layer` call
+    // and clones every box per request, so five calls cost five boxes cloned per request.
+    // Outermost first: `observe`, so its span and timing cover everything, and it adds the
+    // security headers to every response; CORS; a panic becomes a response before the headers,
+    // CORS and the request line see it; bodies and headers are bounded before any handler
+    // reads them (the limit is ours, so axum's own is off).
+    let edge = tower::ServiceBuilder::new()
+        .layer(observe)
+        .layer(cors)
+        .layer(CatchPanicLayer::custom(observe::on_panic))
+        .layer(limits)
+        .layer(axum::extract::DefaultBodyLimit::disable());
     routes
         .with_state(state)
         .merge(extra)
         // Unknown paths and methods get the same GraphQL-shaped body as every other refusal.
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Innermost first: bodies and headers are bounded before any handler reads them (the
-        // limit is ours, so axum's own is off); a panic becomes a response before the headers,
-        // CORS and the request line see it; `observe` is outermost so its span and timing
-        // cover everything, and it adds the security headers to every response.
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(limits)
-        .layer(CatchPanicLayer::custom(observe::on_panic))
-        .layer(cors)
-        .layer(observe)
+        .layer(edge)
 }
 
 async fn not_found() -> axum::response::Response {

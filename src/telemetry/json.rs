@@ -78,7 +78,9 @@ fn has_key(object: &str, name: &str) -> bool {
     slot[0] = b'"';
     slot[1..=name.len()].copy_from_slice(name.as_bytes());
     slot[name.len() + 1..].copy_from_slice(b"\":");
-    memchr::memmem::find(object.as_bytes(), slot).is_some()
+    // std's substring search sets up nothing for a short needle (memchr's `memmem` builds a
+    // searcher per call, which cost more than the search on these short objects).
+    std::str::from_utf8(slot).map_or(true, |needle| object.contains(needle))
 }
 
 /// `object` with the keys of `entries` (comma-separated `"k":v` pairs) set to their new values.
@@ -110,7 +112,13 @@ where
         event.record(&mut entries);
         entries.result()?;
 
-        let mut line = String::with_capacity(256 + entries.out.len());
+        let spans: Vec<_> = ctx.event_scope().map(|scope| scope.from_root().collect()).unwrap_or_default();
+        // Room for the whole line (the leaf span is written twice), so it never grows.
+        let stored = |span: &tracing_subscriber::registry::SpanRef<'_, S>| {
+            span.extensions().get::<FormattedFields<SpanFields>>().map_or(0, |f| f.fields.len()) + 32
+        };
+        let spans_len: usize = spans.iter().map(stored).sum::<usize>() + spans.last().map_or(0, stored);
+        let mut line = String::with_capacity(192 + entries.out.len() + spans_len);
         line.push_str("{\"timestamp\":\"");
         SystemTime.format_time(&mut Writer::new(&mut line))?;
         line.push_str("\",\"level\":\"");
@@ -122,8 +130,7 @@ where
         }
         line.push_str(",\"target\":");
         escape_into(&mut line, meta.target());
-        if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<_> = scope.from_root().collect();
+        if !spans.is_empty() {
             if let Some(leaf) = spans.last() {
                 line.push_str(",\"span\":");
                 push_span(&mut line, leaf);

@@ -4,7 +4,9 @@
 //! Labels are bounded: route, method, status, operation type, outcome, cache, tenant status —
 //! never a tenant or user id (per-tenant figures belong in the usage report).
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use std::sync::OnceLock;
+
+use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -81,8 +83,73 @@ pub fn code_label(code: Option<&str>) -> &'static str {
     code.and_then(|code| CODES.iter().find(|known| **known == code)).copied().unwrap_or("OTHER")
 }
 
+/// The caches whose lookups are counted with handles resolved once (others still count).
+const CACHES: [&str; 2] = ["tenant", "access"];
+
+/// `cache_lookups_total` handles per cache: hit, miss. Set when the recorder is installed; the
+/// `metrics` macros build a key and search the recorder's registry on every call.
+static LOOKUPS: OnceLock<[[Counter; 2]; CACHES.len()]> = OnceLock::new();
+
+/// Resolves the handles above (called once, right after the recorder is installed).
+pub fn resolve_handles() {
+    LOOKUPS.get_or_init(|| {
+        CACHES.map(|cache| {
+            ["hit", "miss"]
+                .map(|result| metrics::counter!(CACHE_LOOKUPS, "cache" => cache, "result" => result))
+        })
+    });
+}
+
 /// Counts one cache lookup.
 pub fn cache_lookup(cache: &'static str, hit: bool) {
-    metrics::counter!(CACHE_LOOKUPS, "cache" => cache, "result" => if hit { "hit" } else { "miss" })
-        .increment(1);
+    let result = usize::from(!hit);
+    match (LOOKUPS.get(), CACHES.iter().position(|known| *known == cache)) {
+        (Some(handles), Some(i)) => handles[i][result].increment(1),
+        _ => metrics::counter!(CACHE_LOOKUPS, "cache" => cache, "result" => ["hit", "miss"][result])
+            .increment(1),
+    }
+}
+
+/// The operation types `graphql_operations_total` counts.
+const OPERATION_TYPES: [&str; 4] = ["query", "mutation", "subscription", "unknown"];
+
+/// `graphql_operations_total{type,outcome}` and `graphql_errors_total{code}`, each label set
+/// looked up in the recorder once (install it first).
+pub struct GraphqlCounters {
+    /// By type, then ok / error.
+    operations: [[Counter; 2]; OPERATION_TYPES.len()],
+    /// By code, `OTHER` last.
+    errors: [Counter; CODES.len() + 1],
+}
+
+impl GraphqlCounters {
+    pub fn new() -> Self {
+        let operations = OPERATION_TYPES.map(|ty| {
+            ["ok", "error"]
+                .map(|outcome| metrics::counter!(GRAPHQL_OPERATIONS, "type" => ty, "outcome" => outcome))
+        });
+        let errors = std::array::from_fn(
+            |i| metrics::counter!(GRAPHQL_ERRORS, "code" => CODES.get(i).copied().unwrap_or("OTHER")),
+        );
+        Self { operations, errors }
+    }
+
+    /// One operation of type `ty` (`query`, `mutation`, `subscription`; anything else counts as
+    /// `unknown`).
+    pub fn operation(&self, ty: &str, ok: bool) {
+        let i = OPERATION_TYPES.iter().position(|known| *known == ty).unwrap_or(OPERATION_TYPES.len() - 1);
+        self.operations[i][usize::from(!ok)].increment(1);
+    }
+
+    /// One error returned, by its `extensions.code` (bounded as [`code_label`]).
+    pub fn error(&self, code: Option<&str>) {
+        let i = code.and_then(|code| CODES.iter().position(|known| *known == code)).unwrap_or(CODES.len());
+        self.errors[i].increment(1);
+    }
+}
+
+impl Default for GraphqlCounters {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -2,6 +2,8 @@
 //! act on (never a deserializer's internals such as "untagged enum BatchRequest").
 
 use async_graphql::{Request, Variables};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// A request and the trusted document it names, if any.
@@ -13,6 +15,14 @@ pub fn from_body(body: &[u8]) -> Result<Incoming, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(r#"the request body is empty; send {"query": "…"} as JSON"#.to_owned());
     }
+    // The usual body, an object whose fields have the usual types, is read straight into them;
+    // anything else (not JSON, not an object, a repeated or mistyped field) is told apart below.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && let Ok(raw) = serde_json::from_slice::<RawFields<'_>>(body)
+        && let Some(incoming) = raw.read()
+    {
+        return Ok(incoming);
+    }
     let value: Value = serde_json::from_slice(body).map_err(|err| {
         format!("the request body is not valid JSON (line {}, column {})", err.line(), err.column())
     })?;
@@ -22,6 +32,56 @@ pub fn from_body(body: &[u8]) -> Result<Incoming, String> {
             Err("batched requests are not supported; send one operation per request".to_owned())
         }
         _ => Err(r#"the request body must be a JSON object such as {"query": "…"}"#.to_owned()),
+    }
+}
+
+/// A body's fields as they were sent, for [`RawFields::read`].
+#[derive(Deserialize)]
+struct RawFields<'a> {
+    #[serde(borrow, default, deserialize_with = "sent")]
+    query: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "sent", rename = "operationName")]
+    operation_name: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "sent")]
+    variables: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "sent")]
+    extensions: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "sent", rename = "documentId")]
+    document_id: Option<&'a RawValue>,
+}
+
+/// A field that was sent, `null` included (`Option` alone reads `null` as absent).
+fn sent<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+impl RawFields<'_> {
+    /// The request, when every field has its usual type and no extensions are sent; `None`
+    /// leaves the body to [`from_fields`], which has a message for each other case.
+    fn read(self) -> Option<Incoming> {
+        if self.extensions.is_some() {
+            return None;
+        }
+        let text = |raw: Option<&RawValue>| match raw.map(RawValue::get) {
+            None | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str::<String>(raw).map(Some),
+        };
+        let document_id = text(self.document_id).ok()?;
+        let query = match self.query {
+            Some(raw) => serde_json::from_str::<String>(raw.get()).ok()?,
+            None if document_id.is_some() => String::new(),
+            None => return None,
+        };
+        let mut request = Request::new(query);
+        if let Some(name) = text(self.operation_name).ok()? {
+            request = request.operation_name(name);
+        }
+        match self.variables.map(RawValue::get) {
+            None | Some("null") => {}
+            Some(raw) if raw.starts_with('{') => request = request.variables(serde_json::from_str(raw).ok()?),
+            Some(_) => return None,
+        }
+        Some((request, document_id))
     }
 }
 
@@ -122,5 +182,31 @@ mod tests {
         assert!(from_query_string("documentId=sha256%3Aab").is_ok_and(|(_, id)| id.is_some()));
         assert!(from_query_string("query=%7B%20a%20%7D&variables=%7B%7D").is_ok());
         assert!(from_query_string("variables=nope&query=x").unwrap_err().contains("variables"));
+    }
+
+    #[test]
+    fn the_usual_body_reads_as_the_general_path_does() {
+        let bodies: [&[u8]; 8] = [
+            br#"{"query": "query($id: ID!) { a(id: $id) }", "variables": {"id": "x", "n": [1, 2.5, null]}}"#,
+            br#" {"query": "{ a }", "operationName": "A", "variables": null, "other": 1}"#,
+            br#"{"documentId": "sha256:ab", "variables": {}}"#,
+            br#"{"query": null, "documentId": "sha256:ab"}"#,
+            br#"{"query": "{ a }", "query": "{ b }"}"#,
+            br#"{"query": "{ a }", "operationName": 1}"#,
+            br#"{"query": "{ a }", "extensions": {"persistedQuery": {"version": 1}}}"#,
+            br#"{"query": "{ \u0061 }", "variables": []}"#,
+        ];
+        for body in bodies {
+            let general =
+                serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()).and_then(|v| match v {
+                    Value::Object(fields) => from_fields(fields),
+                    _ => unreachable!("objects only"),
+                });
+            let read = from_body(body);
+            let shape = |r: Result<Incoming, String>| {
+                r.map(|(req, id)| (req.query, req.operation_name, req.variables, id))
+            };
+            assert_eq!(shape(read), shape(general), "{}", String::from_utf8_lossy(body));
+        }
     }
 }
