@@ -76,16 +76,28 @@ impl Ws {
     /// be setting the subscription up, and a flush before that reaches nobody. Tests that time
     /// delivery start the clock after this.
     pub async fn updated(&mut self, app: &TestApp, token: &str, tenant: &str, id: &str) -> Value {
+        // What arrived instead, for the failure message (bounded).
+        let mut other = Vec::new();
         for _ in 0..20 {
             requests(app, &app.address, token, tenant, 1).await;
             while let Some(message) = self.next_within(Duration::from_millis(500)).await {
                 let message = message.unwrap();
-                if message["id"] == id && matches!(message["type"].as_str(), Some("next" | "data")) {
-                    return message;
+                if message["id"] == id {
+                    match message["type"].as_str() {
+                        Some("next" | "data") => return message,
+                        // The subscription ended: no update will come.
+                        Some("error" | "complete") => {
+                            panic!("subscription {id} ended before an update: {message}")
+                        }
+                        _ => {}
+                    }
+                }
+                if other.len() < 5 {
+                    other.push(message);
                 }
             }
         }
-        panic!("no update for {id}");
+        panic!("no update for {id} in 20 rounds; other messages: {other:?}");
     }
 
     /// `updated` for the subscription `subscribe` starts: the `api_requests` it shows.
