@@ -246,7 +246,7 @@ fn describe(
     caller: &Caller,
 ) -> Option<OperationType> {
     use async_graphql::parser::types::{OperationDefinition, Selection};
-    fn describe<'a>(name: Option<&'a str>, op: &'a OperationDefinition) -> (OperationType, &'a str) {
+    fn type_and_name<'a>(name: Option<&'a str>, op: &'a OperationDefinition) -> (OperationType, &'a str) {
         let first_field = op.selection_set.node.items.iter().find_map(|item| match &item.node {
             Selection::Field(field) => Some(field.node.name.node.as_str()),
             _ => None,
@@ -259,16 +259,16 @@ fn describe(
         Err(_) => None,
         // The parser keeps no name for a lone operation.
         Ok(doc) => match &doc.operations {
-            DocumentOperations::Single(op) => Some(describe(None, &op.node)),
+            DocumentOperations::Single(op) => Some(type_and_name(None, &op.node)),
             DocumentOperations::Multiple(ops) => match chosen.as_deref() {
                 Some(chosen) => {
-                    ops.get_key_value(chosen).map(|(name, op)| describe(Some(name.as_str()), &op.node))
+                    ops.get_key_value(chosen).map(|(name, op)| type_and_name(Some(name.as_str()), &op.node))
                 }
                 None => ops
                     .iter()
                     .find(|(_, op)| op.node.ty == OperationType::Mutation)
                     .or_else(|| ops.iter().next())
-                    .map(|(name, op)| describe(Some(name.as_str()), &op.node)),
+                    .map(|(name, op)| type_and_name(Some(name.as_str()), &op.node)),
             },
         },
     };
