@@ -112,14 +112,10 @@ where
         entries.result()?;
 
         let spans: Vec<_> = ctx.event_scope().map(|scope| scope.from_root().collect()).unwrap_or_default();
-        // Room for the whole line (the leaf span is written twice), so it never grows.
-        let stored = |span: &tracing_subscriber::registry::SpanRef<'_, S>| {
-            span.extensions().get::<FormattedFields<SpanFields>>().map_or(0, |f| f.fields.len()) + 32
-        };
-        let spans_len: usize = spans.iter().map(stored).sum::<usize>() + spans.last().map_or(0, stored);
-        let mut line = String::with_capacity(192 + entries.out.len() + spans_len);
+        // Room for a request's line (~700 bytes: its span is written twice) without growing.
+        let mut line = String::with_capacity(1024 + entries.out.len());
         line.push_str("{\"timestamp\":\"");
-        push_timestamp(&mut line, std::time::SystemTime::now());
+        super::timestamp::push_rfc3339(&mut line, std::time::SystemTime::now());
         line.push_str("\",\"level\":\"");
         line.push_str(meta.level().as_str());
         line.push('"');
@@ -129,11 +125,9 @@ where
         }
         line.push_str(",\"target\":");
         escape_into(&mut line, meta.target());
-        if !spans.is_empty() {
-            if let Some(leaf) = spans.last() {
-                line.push_str(",\"span\":");
-                push_span(&mut line, leaf);
-            }
+        if let Some(leaf) = spans.last() {
+            line.push_str(",\"span\":");
+            push_span(&mut line, leaf);
             line.push_str(",\"spans\":[");
             for (i, span) in spans.iter().enumerate() {
                 if i > 0 {
@@ -146,50 +140,6 @@ where
         line.push_str("}\n");
         writer.write_str(&line)
     }
-}
-
-/// `now` in UTC with microseconds, `2026-12-04T15:24:44.485156Z`: what tracing_subscriber's
-/// `SystemTime` writes, without the formatting machinery (which cost 2.4 k instructions a line).
-fn push_timestamp(line: &mut String, now: std::time::SystemTime) {
-    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let in_day = secs % 86_400;
-    let parts = [
-        (u64::from(year), 4),
-        (u64::from(month), 2),
-        (u64::from(day), 2),
-        (in_day / 3_600, 2),
-        (in_day % 3_600 / 60, 2),
-        (in_day % 60, 2),
-        (u64::from(since.subsec_micros()), 6),
-    ];
-    let separators = ['-', '-', 'T', ':', ':', '.', 'Z'];
-    for ((value, width), separator) in parts.into_iter().zip(separators) {
-        let mut digits = [b'0'; 6];
-        let mut rest = value;
-        for digit in digits[..width].iter_mut().rev() {
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        line.extend(digits[..width].iter().map(|&d| char::from(d)));
-        line.push(separator);
-    }
-}
-
-/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u32, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (u32::try_from(year).unwrap_or(u32::MAX), month as u32, day as u32)
 }
 
 /// A span as `{<its fields>,"name":"<its name>"}`.
@@ -426,32 +376,6 @@ mod tests {
         assert!(got[0].get("span").is_none() && got[0].get("spans").is_none(), "{}", got[0]);
         assert_eq!(got[1]["span"], json!({ "name": "empty" }));
         assert_eq!(got[1]["x"], "\u{1}\\");
-    }
-
-    #[test]
-    fn timestamps_are_utc_rfc3339_with_microseconds() {
-        use std::time::{Duration, UNIX_EPOCH};
-        for secs in
-            [0, 951_782_400, 1_709_164_800, 1_709_251_199, 2_147_483_647, 4_107_542_400, 1_796_399_084]
-        {
-            for micros in [0, 7, 485_156, 999_999] {
-                let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
-                let mut line = String::new();
-                push_timestamp(&mut line, at);
-                let expected =
-                    chrono::DateTime::<chrono::Utc>::from(at).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-                assert_eq!(line, expected);
-            }
-        }
-        // Every day of four years around a leap year and a century.
-        for day in (0..4 * 366).chain(47_400..47_400 + 4 * 366) {
-            let at = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 86_399);
-            let mut line = String::new();
-            push_timestamp(&mut line, at);
-            let expected =
-                chrono::DateTime::<chrono::Utc>::from(at).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-            assert_eq!(line, expected);
-        }
     }
 
     #[test]

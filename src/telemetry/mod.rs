@@ -2,6 +2,7 @@
 
 mod json;
 pub mod metrics;
+mod timestamp;
 
 use std::io::IsTerminal;
 

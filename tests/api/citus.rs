@@ -38,12 +38,10 @@ fn citus_url() -> Option<String> {
     url
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_moves_between_nodes_and_back_while_served_with_no_failed_request_and_no_lost_write() {
-    let Some(url) = citus_url() else { return };
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let server = ServerProcess::start(&url, &[]).await;
-    let subdomain = format!("move-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+/// Signs up a verified owner on `server` and creates a tenant `<prefix>-<12 hex>`: the owner's
+/// token, the subdomain and the tenant's id.
+async fn owner_with_tenant(server: &ServerProcess, prefix: &str) -> (String, String, uuid::Uuid) {
+    let subdomain = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let email = format!("owner@{subdomain}.example.com");
     let body = server.graphql(As::default(), SIGN_UP, json!({ "e": email })).await.1;
     let token = body["data"]["signUp"]["accessToken"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
@@ -52,6 +50,15 @@ async fn a_tenant_moves_between_nodes_and_back_while_served_with_no_failed_reque
     let body = server.graphql(As::user(&token), CREATE_TENANT, json!({ "s": subdomain })).await.1;
     let id = body["data"]["createTenant"]["id"].as_str().unwrap_or_else(|| panic!("{body}"));
     let id = uuid::Uuid::parse_str(id).unwrap();
+    (token, subdomain, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_moves_between_nodes_and_back_while_served_with_no_failed_request_and_no_lost_write() {
+    let Some(url) = citus_url() else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = ServerProcess::start(&url, &[]).await;
+    let (token, subdomain, id) = owner_with_tenant(&server, "move").await;
     let schema = SchemaName::for_tenant(id);
 
     // The clients' burst is above the free plan's rate limit.
@@ -226,15 +233,7 @@ async fn a_tenant_provisioned_with_a_role_made_ahead_is_served_on_the_worker_aft
         .collect();
 
     let server = ServerProcess::start(&url, &[]).await;
-    let subdomain = format!("ahead-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let email = format!("owner@{subdomain}.example.com");
-    let body = server.graphql(As::default(), SIGN_UP, json!({ "e": email })).await.1;
-    let token = body["data"]["signUp"]["accessToken"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
-    let verification = server.mailed_token(&email, "Confirm your email address").await;
-    server.graphql(As::default(), VERIFY, json!({ "t": verification })).await;
-    let body = server.graphql(As::user(&token), CREATE_TENANT, json!({ "s": subdomain })).await.1;
-    let id = body["data"]["createTenant"]["id"].as_str().unwrap_or_else(|| panic!("{body}"));
-    let id = uuid::Uuid::parse_str(id).unwrap();
+    let (token, subdomain, id) = owner_with_tenant(&server, "ahead").await;
     assert!(ahead.contains(&id), "tenant {id} did not take a role made ahead: {ahead:?}");
     let schema = SchemaName::for_tenant(id);
 
